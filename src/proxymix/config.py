@@ -1,0 +1,243 @@
+"""Typed run configuration: YAML -> small dataclasses, dotted CLI overrides, strict keys.
+
+Every knob has exactly one default, declared here. Unknown keys are errors with a "did you mean" hint, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or key; the CLI prints it as one line and exits 2."""
+
+
+@dataclass
+class DataConfig:
+    suite: str = "builtin"
+    """'builtin' (generated offline from the seed) or 'files' (tasks from `tasks`)."""
+    sequence: list[str] | str = "seq1"
+    """Domain tasks in training order, or the name of a standard sequence (seq1..seq5). Safety is always first."""
+    tasks: dict[str, str] = field(default_factory=dict)
+    """For suite='files': task name -> JSONL file or directory saved with `datasets.save_to_disk`."""
+    n_train: int = 512
+    """Training examples generated per built-in task (memorization tasks use their whole fact table)."""
+    n_val: int = 48
+    """Validation examples per task (used for the controller's losses)."""
+    n_test: int = 64
+    """Held-out test examples per task (used for R and the safety score)."""
+    max_length: int = 64
+    """Examples longer than this (prompt + completion tokens) are truncated from the left of the prompt."""
+    vocab_size: int = 768
+    """BPE vocabulary size when a tokenizer is trained on the suite."""
+    tokenizer: str | None = None
+    """Directory of a saved tokenizer to load instead of training one (e.g. the model's own)."""
+    safety: bool = True
+    """Train the alignment/safety task first and keep it as a replay buffer."""
+
+    def __post_init__(self) -> None:
+        if self.suite not in ("builtin", "files"):
+            raise ConfigError(f"data.suite must be 'builtin' or 'files', got {self.suite!r}")
+        if self.suite == "files" and not self.tasks:
+            raise ConfigError("data.tasks must name at least one file when data.suite is 'files'")
+        for key in ("n_train", "n_val", "n_test", "max_length", "vocab_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass
+class ModelConfig:
+    family: str = "llama"
+    """Architecture for a model built from config: llama, gpt2, gpt_neox or qwen2."""
+    n_layers: int = 2
+    hidden: int = 64
+    n_heads: int = 4
+    intermediate: int | None = None
+    """MLP width; default 4 * hidden for gpt2/gpt_neox and 2 * hidden for llama/qwen2 (gated MLP)."""
+    path: str | None = None
+    """Local directory to load with `from_pretrained` instead of building from the spec above."""
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        families = ("llama", "gpt2", "gpt_neox", "qwen2")
+        if self.path is None and self.family not in families:
+            raise ConfigError(f"model.family must be one of {families}, got {self.family!r}")
+        if self.hidden % self.n_heads:
+            raise ConfigError(f"model.hidden ({self.hidden}) must be divisible by model.n_heads ({self.n_heads})")
+
+
+@dataclass
+class TrainConfig:
+    steps_per_task: int = 150
+    """Optimizer steps spent on each domain task."""
+    safety_steps: int = 150
+    """Optimizer steps for the alignment/safety phase (task 0)."""
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    """Linear warm-up at the start of every phase, then constant (each phase is a new fine-tuning job)."""
+    grad_clip: float = 1.0
+    decision_interval: int = 25
+    """The controller is asked for a new mixture every this many optimizer steps."""
+    val_examples: int = 32
+    """Validation examples per slot evaluated at each decision (a fixed subset, for cheap and stable losses)."""
+    precision: str = "auto"
+    """'fp32', 'bf16', or 'auto' (bf16 on GPU, fp32 on CPU where bf16 autocast is much slower)."""
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
+        for key in ("steps_per_task", "batch_size", "decision_interval", "val_examples"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if self.safety_steps < 0:
+            raise ConfigError(f"train.safety_steps must be >= 0, got {self.safety_steps}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class ReplayConfig:
+    buffer_size: int = 128
+    """Examples kept per finished task (reservoir sampling over its training stream)."""
+    safety_buffer_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.buffer_size < 0 or self.safety_buffer_size < 0:
+            raise ConfigError("replay.buffer_size and replay.safety_buffer_size must be >= 0")
+
+
+@dataclass
+class ControllerConfig:
+    name: str = "fixed:0.3"
+    """Baseline name (no_replay, fixed:R, uniform, loss_prop[:R], exp3, multitask) or a controller directory."""
+    current_floor: float = 0.0
+    """Minimum share of the current task in every mixture (learned and bandit controllers)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.current_floor <= 1.0:
+            raise ConfigError(f"controller.current_floor must be in [0, 1], got {self.current_floor}")
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    """One seed for data generation, splits, init, sampling and RL."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """Recursively turn a mapping into dataclass `cls`, rejecting unknown keys with a suggestion."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), sorted(names), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(names))})"
+            raise ConfigError(f"unknown config key '{path}'{hint}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, path)
+        else:
+            kwargs[key] = _coerce(value, hint, path)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from None
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """Light type check: ints where ints are expected, floats accept ints, strings stay strings."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for opt in options:
+        base = typing.get_origin(opt) or opt
+        if base is bool and isinstance(value, bool):
+            return value
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if base is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value) if not isinstance(value, str) else value
+        if base in (list, dict) and isinstance(value, base):
+            return value
+    raise ConfigError(f"config key '{path}' expects {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=value` overrides (value parsed as YAML) to a raw config mapping, returning a new mapping."""
+    out = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value")
+        key, text = item.split("=", 1)
+        value = yaml.safe_load(text) if text else None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Load a YAML file (or the defaults when path is None), apply dotted overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    raw = apply_overrides(raw, list(overrides))
+    try:
+        return _build(RunConfig, raw, "")
+    except ConfigError as exc:
+        prefix = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{prefix}{exc}") from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
