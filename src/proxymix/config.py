@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,9 @@ class TrainConfig:
     precision: str = "auto"
     """'fp32', 'bf16', or 'auto' (bf16 on GPU, fp32 on CPU where bf16 autocast is much slower)."""
     device: str = "auto"
+    threads: int = 0
+    """CPU threads for torch (0 = torch's default). Tiny models run faster on 1 thread, and parallel RL workers
+    should each use 1 so they do not oversubscribe the cores."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -176,7 +180,8 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
     """Light type check: ints where ints are expected, floats accept ints, strings stay strings."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")) else (hint,)
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = typing.get_args(hint) if union else (hint,)
     if value is None and type(None) in options:
         return None
     for opt in options:
@@ -187,6 +192,12 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             return value
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if base is float and isinstance(value, str):
+            # YAML 1.1 reads "1e-3" (no dot) as a string; accept any float literal
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if base is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value) if not isinstance(value, str) else value
         if base in (list, dict) and isinstance(value, base):

@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from proxymix import metrics
-from proxymix.config import RunConfig
+from proxymix.config import ConfigError, RunConfig
 from proxymix.controllers.base import CURRENT, REPLAY, SAFETY, Controller, Observation, apply_floor, check_weights
 from proxymix.data.suite import SAFETY as SAFETY_TASK
 from proxymix.data.suite import builtin_suite, resolve_sequence
@@ -44,20 +44,30 @@ def load_tasks(cfg: RunConfig) -> tuple[dict[str, Task], list[str]]:
     d = cfg.data
     if d.suite == "builtin":
         suite = builtin_suite(cfg.seed, d.n_train, d.n_val, d.n_test)
-        sequence = resolve_sequence(d.sequence)
-        unknown = [t for t in sequence if t not in suite]
+        sequence = _sequence(d.sequence)
+        unknown = [t for t in sequence if t not in suite or t == SAFETY_TASK]
         if unknown:
-            raise ValueError(f"data.sequence: unknown task(s) {unknown} (built-in: {', '.join(suite)})")
+            raise ConfigError(f"data.sequence: unknown task(s) {unknown} (built-in: {', '.join(list(suite)[1:])})")
     else:
         from proxymix.data.loaders import load_task
 
         suite = {name: load_task(name, path, d.n_val, d.n_test, cfg.seed) for name, path in d.tasks.items()}
-        sequence = list(d.tasks) if d.sequence == "seq1" else resolve_sequence(d.sequence)
+        sequence = list(d.tasks) if isinstance(d.sequence, str) else _sequence(d.sequence)
+        unknown = [t for t in sequence if t not in suite]
+        if unknown:
+            raise ConfigError(f"data.sequence: task(s) {unknown} not in data.tasks ({', '.join(suite)})")
         if cfg.data.safety:
             suite = {SAFETY_TASK: builtin_suite(cfg.seed, 1, d.n_val, d.n_test)[SAFETY_TASK], **suite}
     tasks = {SAFETY_TASK: suite[SAFETY_TASK]} if d.safety else {}
     tasks.update({name: suite[name] for name in sequence})
     return tasks, sequence
+
+
+def _sequence(sequence: list[str] | str) -> list[str]:
+    try:
+        return resolve_sequence(sequence)
+    except KeyError as exc:
+        raise ConfigError(f"data.sequence: {exc.args[0]}") from None
 
 
 @dataclass
@@ -92,6 +102,8 @@ class ContinualRun:
     def __init__(self, cfg: RunConfig, tokenizer=None, tasks: dict[str, Task] | None = None,
                  sequence: list[str] | None = None, multitask: bool = False):
         self.cfg = cfg
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.seed)
         if tasks is None:
             tasks, sequence = load_tasks(cfg)

@@ -45,6 +45,9 @@ SEQUENCES: dict[str, list[str]] = {
 }
 
 _LETTERS = string.ascii_lowercase
+ADD_MAX = 8
+SORT_LEN = (3, 3)
+SORT_VALUES = 10
 _SYLLABLES = ["ka", "lo", "mi", "zor", "ben", "tu", "qua", "rel", "vin", "do", "sha", "pe", "gri", "nol", "ux", "fa"]
 _OBJECTS = (
     "lamp chair river cloud stone apple window garden mirror candle pencil basket ladder bottle rocket "
@@ -70,7 +73,7 @@ def _digits(rng: random.Random, n: int) -> list[str]:
 
 
 def _gen_sort(rng):
-    xs = _digits(rng, 4)
+    xs = [str(rng.randrange(SORT_VALUES)) for _ in range(rng.randint(*SORT_LEN))]
     return f"sort : {' '.join(xs)} =", " ".join(sorted(xs))
 
 
@@ -94,7 +97,7 @@ _RULES = {"sort": _gen_sort, "max": _gen_max, "last": _gen_last, "reverse": _gen
 
 def _table(name: str, rng: random.Random) -> list[tuple[str, str]]:
     if name == "add":
-        return [(f"add : {a} + {b} =", " ".join(str(a + b))) for a in range(10) for b in range(10)]
+        return [(f"add : {a} + {b} =", " ".join(str(a + b))) for a in range(ADD_MAX) for b in range(ADD_MAX)]
     if name == "succ":
         return [(f"next : {c} =", _LETTERS[(k + 1) % 26]) for k, c in enumerate(_LETTERS)]
     if name == "capital":

@@ -39,6 +39,12 @@ def suite_texts(tasks: Iterable[Task]) -> list[str]:
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """Load a tokenizer saved with `save_pretrained` (a run directory's, or a local model's)."""
+    from proxymix.config import ConfigError
+
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise ConfigError(f"{path}: no tokenizer.json or tokenizer_config.json (expected a saved tokenizer)")
     tok = AutoTokenizer.from_pretrained(str(path))
     if tok.pad_token is None:
         # Common for causal LM tokenizers: pad with EOS; padded positions are masked out anyway.

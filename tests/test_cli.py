@@ -1,0 +1,37 @@
+import csv
+import json
+
+import pytest
+
+from conftest import TINY
+from proxymix.cli import main
+
+
+def test_run_writes_the_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--config", "configs/quick.yaml", "--controller", "fixed:0.2", "--out", str(out),
+                 *[o for o in TINY if not o.startswith("seed")], "--seed", "1"]) == 0
+    for name in ("config.yaml", "metrics.json", "R.csv", "mixture.csv", "report.md", "R.png", "mixture.png"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("avg_accuracy", "avg_incremental", "forgetting", "forgetting_first", "bwt", "fwt", "safety",
+                "over_refusal", "R", "tasks", "flops", "wall_s"):
+        assert key in m, key
+    assert m["seed"] == 1 and m["controller"] == "fixed:0.2"
+    rows = list(csv.DictReader((out / "mixture.csv").open()))
+    assert len(rows) == 6 and {"step", "task", "w:current", "w:safety", "w:replay:sort"} <= set(rows[0])
+    assert "proxymix run: fixed:0.2" in capsys.readouterr().out
+    assert not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--config", "missing.yaml"], "config file not found"),
+    (["--config", "configs/quick.yaml", "train.lrr=1"], "did you mean 'lr'"),
+    (["--config", "configs/quick.yaml", "--controller", "fixd:0.3"], "unknown controller"),
+    (["--config", "configs/quick.yaml", "data.sequence=[sort, nope]"], "unknown task"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, msg):
+    assert main(["run", "--out", str(tmp_path / "x"), *args]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
