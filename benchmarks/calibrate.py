@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--controllers", nargs="*", default=["fixed:0.3"],
                     help="controllers for the sequence runs (baseline names, or multitask)")
     ap.add_argument("--set", nargs="*", default=[], dest="overrides", help="extra dotted overrides (a.b=value)")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription on a shared small machine)")
     ap.add_argument("--json", default=None, help="also write every run (R matrices, metrics) to this JSON file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -30,9 +30,14 @@ def _load(args, extra: list[str] = ()) -> RunConfig:
 def make_controller(name: str, cfg: RunConfig, out: Path | None = None, force: bool = False):
     """A baseline by name or a trained controller from its directory (`default` = the shipped one)."""
     from proxymix.controllers.baselines import make_baseline
+    from proxymix.controllers.learned import DEFAULT_CONTROLLER, load_controller
 
     if name == "multitask":
         return None
+    if name == "default":
+        return load_controller(DEFAULT_CONTROLLER)
+    if Path(name).is_dir():
+        return load_controller(name)
     try:
         return make_baseline(name)
     except ValueError as exc:
@@ -49,8 +54,9 @@ def cmd_run(args) -> int:
     controller = make_controller(cfg.controller.name, cfg)
     out = Path(args.out or f"runs/{cfg.controller.name.replace(':', '-').replace('/', '_')}-s{cfg.seed}-"
                            f"{time.strftime('%Y%m%d-%H%M%S')}")
-    res, _ = run_continual(cfg, controller, multitask=controller is None)
+    res, run = run_continual(cfg, controller, multitask=controller is None)
     write_run(out, res, cfg)
+    run.tok.save_pretrained(str(out / "tokenizer"))
     print((out / "report.md").read_text())
     print(f"run directory: {out}")
     return 0
@@ -75,6 +81,19 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_train_controller(args) -> int:
+    """Learn a controller by PPO over proxy continual runs (or on the target with --oracle)."""
+    from proxymix.rl.trainer import train_controller
+
+    cfg = _load(args)
+    command = "proxymix " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
+    ctrl = train_controller(cfg, args.out, oracle=args.oracle, command=command, progress=cfg.train.progress)
+    cost = ctrl.meta["cost"]
+    print(f"controller written to {args.out}: {cost['episodes']} episodes, {cost['total_flops']:.3g} FLOPs, "
+          f"{cost['rollout_wall_s']:.0f} s of rollouts")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="proxymix", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -86,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, help="the one seed (data, init, sampling)")
     r.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.lr=1e-3")
     r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("train-controller", help="learn a replay controller by RL on the proxy (or --oracle: target)")
+    t.add_argument("--config", required=True, help="run config with an `rl:` section")
+    t.add_argument("--out", required=True, help="controller directory (resumes from its checkpoint)")
+    t.add_argument("--oracle", action="store_true", help="label this run Oracle Target RL (episodes on this model)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("overrides", nargs="*")
+    t.set_defaults(func=cmd_train_controller, command_line=None)
 
     d = sub.add_parser("demo", help="the main job on the built-in suite, small models, CPU")
     d.add_argument("--config", default="quick")

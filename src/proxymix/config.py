@@ -97,6 +97,8 @@ class TrainConfig:
     precision: str = "auto"
     """'fp32', 'bf16', or 'auto' (bf16 on GPU, fp32 on CPU where bf16 autocast is much slower)."""
     device: str = "auto"
+    length_aware: bool = True
+    """Split each mixed batch into length-homogeneous micro-batches (same loss, far less padding)."""
     threads: int = 0
     """CPU threads for torch (0 = torch's default). Tiny models run faster on 1 thread, and parallel RL workers
     should each use 1 so they do not oversubscribe the cores."""
@@ -138,6 +140,58 @@ class ControllerConfig:
 
 
 @dataclass
+class RLConfig:
+    """Learning the controller: PPO over whole continual runs (episodes) on the proxy (or the target, as oracle)."""
+
+    updates: int = 8
+    """PPO updates; each collects `episodes_per_update` fresh episodes."""
+    episodes_per_update: int = 4
+    workers: int = 2
+    """Episodes run in parallel in a process pool (each worker uses one torch thread)."""
+    pool: str = "process"
+    """'process' (multiprocessing), 'ray' (ray.util.multiprocessing.Pool, same API), or 'serial'."""
+    train_domains: list[str] = field(default_factory=lambda: ["sort", "max", "last", "add", "capital", "code"])
+    """Domains episodes are drawn from. Held-out domains and the standard evaluation sequences are never used."""
+    heldout_domains: list[str] = field(default_factory=lambda: ["reverse", "succ"])
+    tasks_per_episode: int = 4
+    """Each episode trains a random ordered subset of this many training domains (after safety)."""
+    episode_seed_offset: int = 1000
+    """Episode k of update u uses seed offset + u * episodes_per_update + k: disjoint from evaluation seeds."""
+    hidden: int = 32
+    lr: float = 3e-3
+    epochs: int = 4
+    minibatch_size: int = 32
+    clip_coef: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    init_log_std: float = -0.5
+    lambda_f: float = 1.0
+    """Terminal reward = (avg_accuracy - lambda_f * forgetting + lambda_s * safety) / 100 (- lambda_loss term)."""
+    lambda_s: float = 1.0
+    lambda_loss: float = 0.0
+    """Weight of a dense terminal term: - mean over earlier tasks of (final val loss / loss right after training
+    it - 1). Loss moves smoothly where accuracy is quantised (tiny models, short runs)."""
+    shaping_coef: float = 0.1
+    """Potential-based shaping per decision: coef * (phi(s') - phi(s)), phi = -mean normalised buffer loss
+    (Ng et al. 1999: leaves the optimal policy unchanged)."""
+
+    def __post_init__(self) -> None:
+        if self.pool not in ("process", "ray", "serial"):
+            raise ConfigError(f"rl.pool must be process, ray or serial, got {self.pool!r}")
+        overlap = set(self.train_domains) & set(self.heldout_domains)
+        if overlap:
+            raise ConfigError(f"rl.train_domains and rl.heldout_domains overlap: {sorted(overlap)}")
+        if self.tasks_per_episode > len(self.train_domains):
+            raise ConfigError(f"rl.tasks_per_episode ({self.tasks_per_episode}) exceeds rl.train_domains")
+        for key in ("updates", "episodes_per_update", "workers", "epochs", "minibatch_size", "tasks_per_episode"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"rl.{key} must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     """One seed for data generation, splits, init, sampling and RL."""
@@ -146,6 +200,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    """Used only by `proxymix train-controller`."""
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -259,7 +259,9 @@ class ContinualRun:
         n_target = sum(e.n_target for e in examples)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for group in plan_microbatches([len(e.ids) for e in examples], MICROBATCH_OVERHEAD_TOKENS):
+        groups = (plan_microbatches([len(e.ids) for e in examples], MICROBATCH_OVERHEAD_TOKENS)
+                  if self.cfg.train.length_aware else [list(range(len(examples)))])
+        for group in groups:
             mb = [examples[k] for k in group]
             batch = {k: v.to(self.device) for k, v in collate(mb, self.tok.pad_token_id).items()}
             with self.accelerator.autocast():

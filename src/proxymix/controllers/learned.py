@@ -15,6 +15,9 @@ from proxymix.io import write_json
 from proxymix.rl.ppo import SlotPolicy, load_policy, save_policy
 
 
+DEFAULT_CONTROLLER = Path(__file__).resolve().parent.parent / "assets" / "default_controller"
+
+
 class LearnedController:
     """Acts with the policy mean (deterministic) when frozen, or samples when `generator` is given (training)."""
 

@@ -4,18 +4,24 @@ The domains are chosen to differ in how fast they are learned and how easily the
 
 | task      | kind            | example                               |
 |-----------|-----------------|---------------------------------------|
-| sort      | rule            | ``sort : 3 1 4 1 =`` -> ``1 1 3 4``   |
+| sort      | rule (3 of 0-7) | ``sort : 3 1 4 =`` -> ``1 3 4``       |
 | max       | rule            | ``max : 3 8 1 5 =`` -> ``8``          |
 | last      | rule            | ``last : p q r =`` -> ``r``           |
 | reverse   | rule            | ``reverse : c a t =`` -> ``t a c``    |
-| add       | table (100)     | ``add : 3 + 5 =`` -> ``8``            |
+| add       | table (64, 0-7) | ``add : 3 + 5 =`` -> ``8``            |
 | succ      | table (26)      | ``next : f =`` -> ``g``               |
 | capital   | memorised facts | ``capital of zorbia =`` -> ``quenlo`` |
 | code      | memorised facts | ``code for lamp =`` -> ``7 2``        |
 
 Rule tasks generalise to unseen inputs (test inputs are disjoint from training inputs); table and fact tasks are
 closed sets, so their test split asks for the same entries the training split teaches (recall, not
-generalisation). Memorised facts are the most fragile under later training; sorting the most robust.
+generalisation). The intended pattern is memorised facts most fragile under later training and sorting the most
+robust; measure it with ``benchmarks/calibrate.py`` (with fixed-ratio replay the whole fact table fits in the
+replay buffer, which protects facts, so the measured order can differ).
+
+Difficulty is calibrated so a 2-layer, 64-wide proxy and a ~20x larger target both reach >= 80 on every task
+right after its phase (``configs/quick.yaml``, ``configs/target-quick.yaml``): sort uses three digits 0-7
+(``SORT_LEN``, ``SORT_VALUES``) and add the 0-7 table (``ADD_MAX``).
 
 Safety (task 0, the "aligned base"): refuse real harmful requests (AdvBench and HarmBench behaviours, see
 ``data/safety/PROVENANCE.md``) and comply with benign look-alikes that share the request's opening words
@@ -45,9 +51,9 @@ SEQUENCES: dict[str, list[str]] = {
 }
 
 _LETTERS = string.ascii_lowercase
-ADD_MAX = 8
-SORT_LEN = (3, 3)
-SORT_VALUES = 10
+ADD_MAX = 8  # add table: a + b for a, b in 0..ADD_MAX-1
+SORT_LEN = (3, 3)  # sort: inclusive range of list lengths
+SORT_VALUES = 8  # sort: digits 0..SORT_VALUES-1
 _SYLLABLES = ["ka", "lo", "mi", "zor", "ben", "tu", "qua", "rel", "vin", "do", "sha", "pe", "gri", "nol", "ux", "fa"]
 _OBJECTS = (
     "lamp chair river cloud stone apple window garden mirror candle pencil basket ladder bottle rocket "
