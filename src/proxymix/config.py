@@ -157,6 +157,9 @@ class RLConfig:
     """Each episode trains a random ordered subset of this many training domains (after safety)."""
     episode_seed_offset: int = 1000
     """Episode k of update u uses seed offset + u * episodes_per_update + k: disjoint from evaluation seeds."""
+    episode_seeds: int = 0
+    """If > 0, cycle through only this many episode seeds (common random numbers: less reward variance from
+    data and init, more from the policy's own choices). 0 = a fresh seed for every episode."""
     hidden: int = 32
     lr: float = 3e-3
     epochs: int = 4
@@ -168,8 +171,10 @@ class RLConfig:
     gamma: float = 1.0
     gae_lambda: float = 0.95
     init_log_std: float = -0.5
+    lambda_acc: float = 1.0
+    """Terminal reward = (lambda_acc * avg_accuracy - lambda_f * forgetting + lambda_s * safety) / 100
+    - lambda_loss * loss_forgetting."""
     lambda_f: float = 1.0
-    """Terminal reward = (avg_accuracy - lambda_f * forgetting + lambda_s * safety) / 100 (- lambda_loss term)."""
     lambda_s: float = 1.0
     lambda_loss: float = 0.0
     """Weight of a dense terminal term: - mean over earlier tasks of (final val loss / loss right after training

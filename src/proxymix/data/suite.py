@@ -19,9 +19,10 @@ generalisation). The intended pattern is memorised facts most fragile under late
 robust; measure it with ``benchmarks/calibrate.py`` (with fixed-ratio replay the whole fact table fits in the
 replay buffer, which protects facts, so the measured order can differ).
 
-Difficulty is calibrated so a 2-layer, 64-wide proxy and a ~20x larger target both reach >= 80 on every task
-right after its phase (``configs/quick.yaml``, ``configs/target-quick.yaml``): sort uses three digits 0-7
-(``SORT_LEN``, ``SORT_VALUES``) and add the 0-7 table (``ADD_MAX``).
+Difficulty is set so that a 2-layer, 64-wide proxy (``configs/quick.yaml``) and a ~20x larger target
+(``configs/target-quick.yaml``) reach >= 80 on each task right after its phase (checked on seq1 so far; rerun
+``benchmarks/calibrate.py`` for the other sequences). Sort uses three digits 0-7 (``SORT_LEN``, ``SORT_VALUES``);
+add uses the 0-7 table (``ADD_MAX``).
 
 Safety (task 0, the "aligned base"): refuse real harmful requests (AdvBench and HarmBench behaviours, see
 ``data/safety/PROVENANCE.md``) and comply with benign look-alikes that share the request's opening words

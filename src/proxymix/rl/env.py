@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from proxymix.config import RunConfig
+from proxymix.config import RLConfig, RunConfig
 from proxymix.controllers.base import CURRENT, Observation, apply_floor, check_weights
 from proxymix.controllers.features import GLOBAL_FEATURES, SLOT_FEATURES, slot_features
 from proxymix.engine import ContinualRun, RunResult
@@ -33,11 +33,12 @@ def loss_forgetting(result: RunResult) -> float:
     return float(np.mean(rises)) if rises else 0.0
 
 
-def terminal_score(result: RunResult, lambda_f: float, lambda_s: float, lambda_loss: float = 0.0) -> float:
-    """(avg_accuracy - lambda_f * forgetting + lambda_s * safety) / 100 - lambda_loss * loss_forgetting."""
+def terminal_score(result: RunResult, rl: RLConfig) -> float:
+    """(acc * avg_accuracy - f * forgetting + s * safety) / 100 - loss * loss_forgetting, lambdas from `rl`."""
     m = result.metrics
     safety = m.get("safety/score", 0.0)
-    score = (m["cl/avg_accuracy"] - lambda_f * m["cl/forgetting"] + lambda_s * safety) / 100.0
+    score = (rl.lambda_acc * m["cl/avg_accuracy"] - rl.lambda_f * m["cl/forgetting"] + rl.lambda_s * safety) / 100.0
+    lambda_loss = rl.lambda_loss
     return score - (lambda_loss * loss_forgetting(result) if lambda_loss else 0.0)
 
 
@@ -91,7 +92,7 @@ class ProxyMixEnv(gym.Env):
         except StopIteration as stop:
             self.result = stop.value
             # phi(terminal) = 0, as potential-based shaping requires for episodic tasks
-            reward = rl.shaping_coef * (0.0 - before) + terminal_score(self.result, rl.lambda_f, rl.lambda_s, rl.lambda_loss)
+            reward = rl.shaping_coef * (0.0 - before) + terminal_score(self.result, rl)
             obs, info = self._encode(self.obs)
             info["result"] = self.result
             return obs, reward, True, False, info

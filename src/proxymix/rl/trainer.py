@@ -40,11 +40,16 @@ def sample_episodes(cfg: RunConfig, update: int) -> list[dict]:
     forbidden = {tuple(s[: rl.tasks_per_episode]) for s in SEQUENCES.values()}
     out = []
     for k in range(rl.episodes_per_update):
-        while True:
+        for _ in range(1000):
             seq = [str(t) for t in rng.permutation(rl.train_domains)[: rl.tasks_per_episode]]
             if tuple(seq) not in forbidden:
                 break
-        out.append({"sequence": seq, "seed": rl.episode_seed_offset + update * rl.episodes_per_update + k})
+        else:
+            raise ConfigError("rl.train_domains: every episode drawn is a standard evaluation sequence; add domains")
+        index = update * rl.episodes_per_update + k
+        if rl.episode_seeds > 0:
+            index %= rl.episode_seeds
+        out.append({"sequence": seq, "seed": rl.episode_seed_offset + index})
     return out
 
 
@@ -131,6 +136,17 @@ def _load_checkpoint(ckpt: Path, policy, optimizer) -> dict:
     return state
 
 
+def _resumable(cfg: dict | None) -> dict | None:
+    """The config a checkpoint must match to resume: everything except the number of updates (extending a
+    finished run is a resume too)."""
+    if cfg is None:
+        return None
+    cfg = copy.deepcopy(cfg)
+    cfg["rl"].pop("updates", None)
+    cfg["train"].pop("progress", None)
+    return cfg
+
+
 # ------------------------------------------------------------------------------------------- training
 def train_controller(cfg: RunConfig, out: str | Path, oracle: bool = False, command: str | None = None,
                      progress: bool = True) -> LearnedController:
@@ -144,7 +160,7 @@ def train_controller(cfg: RunConfig, out: str | Path, oracle: bool = False, comm
     state = {"update": 0, "history": [], "ledger": []}
     if (ckpt / "trainer_state.json").is_file():
         state = _load_checkpoint(ckpt, policy, optimizer)
-        if state.get("config") != to_dict(cfg):
+        if _resumable(state.get("config")) != _resumable(to_dict(cfg)):
             raise ConfigError(f"{ckpt}: checkpoint was made with a different config; use a new --out")
         print(f"resuming from update {state['update']}", file=sys.stderr)
     state["config"] = to_dict(cfg)
