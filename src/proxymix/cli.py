@@ -52,10 +52,19 @@ def cmd_run(args) -> int:
     extra = [f"controller.name={args.controller}"] if args.controller else []
     cfg = _load(args, extra)
     controller = make_controller(cfg.controller.name, cfg)
+    notes = []
+    if hasattr(controller, "policy"):
+        from proxymix.controllers.learned import DEFAULT_CONTROLLER
+        from proxymix.mirroring import gate
+
+        ctrl_dir = DEFAULT_CONTROLLER if cfg.controller.name == "default" else cfg.controller.name
+        status, note = gate(ctrl_dir, cfg, args.force)
+        print(f"proxymix: {note}", file=sys.stderr)
+        notes.append(note)
     out = Path(args.out or f"runs/{cfg.controller.name.replace(':', '-').replace('/', '_')}-s{cfg.seed}-"
                            f"{time.strftime('%Y%m%d-%H%M%S')}")
     res, run = run_continual(cfg, controller, multitask=controller is None)
-    write_run(out, res, cfg)
+    write_run(out, res, cfg, extra={"notes": notes} if notes else None)
     run.tok.save_pretrained(str(out / "tokenizer"))
     print((out / "report.md").read_text())
     print(f"run directory: {out}")
@@ -94,6 +103,44 @@ def cmd_train_controller(args) -> int:
     return 0
 
 
+def cmd_mirror_check(args) -> int:
+    """Probe proxy and target (or reuse saved probes), compare vulnerability ranks, write the verdict."""
+    import json
+
+    from proxymix.io import write_json
+    from proxymix.mirroring import compare, model_key, register_report, run_probe, write_report
+
+    out = Path(args.out)
+
+    def probe(path: str, name: str, extra: list[str]) -> dict:
+        if path.endswith(".json"):
+            if not Path(path).is_file():
+                raise ConfigError(f"probe file not found: {path}")
+            try:
+                return json.loads(Path(path).read_text())
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+        cfg = load_config(_config_path(path), extra)
+        print(f"probing {name}: {len(args.sequences)} sequence(s) x {len(args.seeds)} seed(s)", file=sys.stderr)
+        doc = run_probe(cfg, args.seeds, args.sequences, args.probe, progress=cfg.train.progress)
+        write_json(out / f"probe_{name}.json", doc)
+        return doc
+
+    proxy = probe(args.proxy, "proxy", [])
+    target = probe(args.target, "target", list(args.target_set))
+    result = compare(proxy, target, items=args.items)
+    doc_path = write_report(out, proxy, target, result)
+    if args.controller:
+        register_report(args.controller, doc_path, target["model_key"])
+    p = result["pooled"]
+    print(f"{result['verdict']}: {result['reason']}")
+    print(f"spearman {p['spearman']:.3f} CI {p['spearman_ci']}, kendall {p['kendall']:.3f} CI {p['kendall_ci']}, "
+          f"{p['n_items']} items; noise floor proxy {result['noise_floor']['proxy']}, "
+          f"target {result['noise_floor']['target']}")
+    print(f"report: {doc_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="proxymix", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,8 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--controller", help="no_replay, fixed:R, uniform, loss_prop[:R], exp3, multitask, or a directory")
     r.add_argument("--out", help="run directory (default runs/<controller>-s<seed>-<time>)")
     r.add_argument("--seed", type=int, help="the one seed (data, init, sampling)")
+    r.add_argument("--force", action="store_true", help="transfer even if the mirroring check FAILED (noted)")
     r.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.lr=1e-3")
     r.set_defaults(func=cmd_run)
+
+    m = sub.add_parser("mirror-check", help="do proxy and target rank task vulnerability alike? PASS/WARN/FAIL")
+    m.add_argument("--proxy", required=True, help="proxy config YAML (probes are run) or a probe JSON to reuse")
+    m.add_argument("--target", required=True, help="target config YAML or probe JSON")
+    m.add_argument("--out", required=True)
+    m.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    m.add_argument("--sequences", nargs="+", default=["seq1"])
+    m.add_argument("--probe", default="fixed:0.3", help="probe schedule (partial forgetting; default fixed:0.3)")
+    m.add_argument("--items", choices=("pairs", "tasks", "accuracy"), default="pairs")
+    m.add_argument("--controller", help="register the report with this controller directory for `run`'s gate")
+    m.add_argument("--target-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides for the target probes only (e.g. shorter phases)")
+    m.set_defaults(func=cmd_mirror_check)
 
     t = sub.add_parser("train-controller", help="learn a replay controller by RL on the proxy (or --oracle: target)")
     t.add_argument("--config", required=True, help="run config with an `rl:` section")
