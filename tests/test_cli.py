@@ -35,3 +35,19 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, msg):
     err = capsys.readouterr().err
     assert msg in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_compare_with_equal_budget(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["compare", "--config", "configs/quick.yaml", "--out", str(out), "--methods", "no_replay", "fixed:0.4",
+            "equal:fixed:0.4", "--seeds", "0", "1", "--workers", "1", *[o for o in TINY if not o.startswith("seed")]]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 6
+    equal = [r for r in results if r["method"] == "equal:fixed:0.4"]
+    assert all(r["replay_share"] == pytest.approx(0.4, abs=1e-3) for r in equal)
+    table = (out / "table.md").read_text()
+    assert "| no_replay | 2 |" in table and "equal:fixed:0.4" in table
+    # resuming keeps finished runs and runs nothing new
+    assert main(args) == 0
+    assert len(json.loads((out / "results.json").read_text())) == 6
