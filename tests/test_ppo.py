@@ -11,7 +11,6 @@ import torch
 from proxymix.rl.ppo import (
     RolloutBuffer,
     SlotPolicy,
-    apply_floor,
     compute_gae,
     load_policy,
     masked_softmax,
@@ -120,28 +119,6 @@ def test_sampling_is_reproducible_with_generator(policy: SlotPolicy) -> None:
 
 
 # --- floor -----------------------------------------------------------------------------------------------------
-
-
-def test_apply_floor_keeps_probability_vector_and_masked_zeros() -> None:
-    mask = torch.tensor([True, True, False, True])
-    w = torch.tensor([0.05, 0.6, 0.0, 0.35])
-    out = apply_floor(w, mask, current_index=0, floor=0.3)
-    # 0.3 * onehot + 0.7 * w = [0.3 + 0.035, 0.42, 0, 0.245]
-    torch.testing.assert_close(out, torch.tensor([0.335, 0.42, 0.0, 0.245]))
-    assert out[0] >= 0.3 and out[2] == 0.0
-    torch.testing.assert_close(out.sum(), torch.tensor(1.0))
-    # already above the floor: unchanged
-    torch.testing.assert_close(apply_floor(w, mask, current_index=1, floor=0.3), w)
-    # batched rows are handled independently
-    wb = torch.stack([w, torch.tensor([0.5, 0.2, 0.0, 0.3])])
-    outb = apply_floor(wb, mask.expand(2, 4), current_index=0, floor=0.3)
-    torch.testing.assert_close(outb[0], out)
-    torch.testing.assert_close(outb[1], wb[1])
-    with pytest.raises(ValueError):
-        apply_floor(w, mask, current_index=2, floor=0.3)
-
-
-# --- GAE -------------------------------------------------------------------------------------------------------
 
 
 def test_gae_hand_computed_three_steps() -> None:

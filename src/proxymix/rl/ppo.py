@@ -27,7 +27,6 @@ from torch import nn
 
 __all__ = [
     "SlotPolicy",
-    "apply_floor",
     "masked_softmax",
     "compute_gae",
     "ppo_loss",
@@ -188,34 +187,6 @@ class SlotPolicy(nn.Module):
         """
         mu, value = self(feats, glob, mask)
         return self._log_prob(mu, z, mask), self._entropy(mask), value
-
-
-def apply_floor(weights: torch.Tensor, mask: torch.Tensor, current_index: int, floor: float) -> torch.Tensor:
-    """Guarantee the current task at least ``floor`` of the mixture.
-
-    Where ``w[current] < floor`` the mixture becomes ``floor * onehot(current) + (1 - floor) * w``: still a
-    probability vector, ``w'[current] = floor + (1 - floor) w[current] >= floor``, and masked slots stay exactly 0
-    (the one-hot sits on the current slot, which must be available). Rows already at or above the floor are
-    returned unchanged. Apply it after :meth:`SlotPolicy.act`; the stored action for PPO remains ``z``.
-
-    Args:
-        weights: Mixture [..., S].
-        mask: Available slots, bool [..., S].
-        current_index: Slot index of the current task.
-        floor: Minimum share of the current task, in [0, 1].
-
-    Returns:
-        The floored mixture, same shape as ``weights``.
-    """
-    if not 0.0 <= floor <= 1.0:
-        raise ValueError(f"floor must be in [0, 1], got {floor}")
-    if not bool(mask[..., current_index].all()):
-        raise ValueError(f"current slot {current_index} is masked; it cannot receive the floor")
-    onehot = torch.zeros_like(weights)
-    onehot[..., current_index] = 1.0
-    mixed = floor * onehot + (1.0 - floor) * weights
-    below = (weights[..., current_index] < floor).unsqueeze(-1)
-    return torch.where(below, mixed, weights)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from proxymix.config import ConfigError, RunConfig, dump_config, to_dict
@@ -26,7 +25,7 @@ from proxymix.data.suite import SEQUENCES
 from proxymix.io import atomic_write, write_csv, write_json
 from proxymix.models import count_params
 from proxymix.rl.env import ProxyMixEnv
-from proxymix.rl.ppo import RolloutBuffer, SlotPolicy, compute_gae, ppo_update, save_policy
+from proxymix.rl.ppo import RolloutBuffer, SlotPolicy, compute_gae, ppo_update
 
 
 def sample_episodes(cfg: RunConfig, update: int) -> list[dict]:
@@ -105,7 +104,7 @@ def make_pool(kind: str, workers: int):
 # ------------------------------------------------------------------------------------------- checkpointing
 def _save_checkpoint(ckpt: Path, policy, optimizer, state: dict) -> None:
     ckpt.mkdir(parents=True, exist_ok=True)
-    tensors, groups = {}, []
+    tensors = {}
     opt = optimizer.state_dict()
     for pid, st in opt["state"].items():
         for k, v in st.items():
