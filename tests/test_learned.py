@@ -150,3 +150,19 @@ def test_train_controller_resumes_from_last_update(tiny_cfg, tmp_path):
     assert [h["return_mean"] for h in resumed.meta["history"]] == [h["return_mean"] for h in full.meta["history"]]
     obs = _obs((True, True))
     np.testing.assert_array_equal(resumed.act(obs), full.act(obs))
+
+
+def test_cost_ratio_recorded_in_both_controllers(tmp_path):
+    from proxymix.rl.trainer import ledger_summary, record_cost_ratio
+
+    def ledger(flops, n):
+        return [{"kind": "rollout", "update": 0, "train_flops": flops, "eval_flops": 0.0, "wall_s": 2.0}] * n + \
+               [{"kind": "update", "update": 0, "train_flops": 0.0, "eval_flops": 0.0, "wall_s": 0.1}]
+
+    for name, flops, n in (("proxy", 1e9, 8), ("oracle", 2e10, 2)):
+        ctrl = LearnedController(SlotPolicy(len(SLOT_FEATURES), len(GLOBAL_FEATURES), hidden=8))
+        ctrl.save(tmp_path / name, {"name": name, "cost": ledger_summary(ledger(flops, n))})
+    r = record_cost_ratio(tmp_path / "proxy", tmp_path / "oracle")
+    assert r["per_episode_flops_ratio"] == pytest.approx(20.0)
+    assert r["total_flops_ratio"] == pytest.approx(2e10 * 2 / (1e9 * 8))
+    assert load_controller(tmp_path / "proxy").meta["cost_ratio_oracle_vs_proxy"] == r

@@ -61,6 +61,17 @@ def cmd_run(args) -> int:
         status, note = gate(ctrl_dir, cfg, args.force)
         print(f"proxymix: {note}", file=sys.stderr)
         notes.append(note)
+        meta = controller.meta
+        if meta.get("cost"):
+            c = meta["cost"]
+            notes.append(f"Controller `{meta.get('name')}` learned by {meta.get('kind')} on a "
+                         f"{meta.get('n_params') or 0:,}-parameter model: {c['episodes']} episodes, "
+                         f"{c['total_flops']:.3g} FLOPs.")
+        if meta.get("cost_ratio_oracle_vs_proxy"):
+            r = meta["cost_ratio_oracle_vs_proxy"]
+            notes.append(f"Policy-learning cost, Oracle Target RL / proxy RL: {r['total_flops_ratio']:.1f}x FLOPs "
+                         f"as run ({r['oracle_episodes']} vs {r['proxy_episodes']} episodes), "
+                         f"{r['per_episode_flops_ratio']:.1f}x per episode.")
     out = Path(args.out or f"runs/{cfg.controller.name.replace(':', '-').replace('/', '_')}-s{cfg.seed}-"
                            f"{time.strftime('%Y%m%d-%H%M%S')}")
     res, run = run_continual(cfg, controller, multitask=controller is None)
@@ -97,6 +108,12 @@ def cmd_train_controller(args) -> int:
     cost = ctrl.meta["cost"]
     print(f"controller written to {args.out}: {cost['episodes']} episodes, {cost['total_flops']:.3g} FLOPs, "
           f"{cost['rollout_wall_s']:.0f} s of rollouts")
+    if args.oracle and args.proxy_controller:
+        from proxymix.rl.trainer import record_cost_ratio
+
+        ratio = record_cost_ratio(args.proxy_controller, args.out)
+        print(f"policy-learning cost, Oracle Target RL / proxy RL: {ratio['total_flops_ratio']:.1f}x FLOPs in total, "
+              f"{ratio['per_episode_flops_ratio']:.1f}x per episode")
     return 0
 
 
@@ -180,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="run config with an `rl:` section")
     t.add_argument("--out", required=True, help="controller directory (resumes from its checkpoint)")
     t.add_argument("--oracle", action="store_true", help="label this run Oracle Target RL (episodes on this model)")
+    t.add_argument("--proxy-controller", help="with --oracle: a proxy controller directory; the cost ratio is "
+                   "recorded in both controller.json files")
     t.add_argument("--seed", type=int)
     t.add_argument("overrides", nargs="*")
     t.set_defaults(func=cmd_train_controller, command_line=None)

@@ -264,3 +264,27 @@ def _write_curve(out: Path, history: list[dict]) -> None:
     FigureCanvasAgg(fig)
     fig.tight_layout()
     atomic_write(out / "learning_curve.png", lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")
+
+
+def record_cost_ratio(proxy_dir: str | Path, oracle_dir: str | Path) -> dict:
+    """Policy-learning cost of Oracle Target RL relative to proxy RL, written into both controller.json files.
+
+    `total_flops_ratio` compares the two runs as they were made; `per_episode_flops_ratio` compares one
+    episode of each (what the ratio would be at an equal number of episodes).
+    """
+    docs = {}
+    for key, d in (("proxy", proxy_dir), ("oracle", oracle_dir)):
+        path = Path(d) / "controller.json"
+        if not path.is_file():
+            raise ConfigError(f"{path}: not found")
+        docs[key] = (path, json.loads(path.read_text()))
+    p, o = docs["proxy"][1]["cost"], docs["oracle"][1]["cost"]
+    ratio = {"proxy": str(proxy_dir), "oracle": str(oracle_dir),
+             "total_flops_ratio": o["total_flops"] / p["total_flops"],
+             "per_episode_flops_ratio": o["flops_per_episode"] / p["flops_per_episode"],
+             "proxy_episodes": p["episodes"], "oracle_episodes": o["episodes"],
+             "wall_ratio_per_episode": (o["rollout_wall_s"] / o["episodes"]) / (p["rollout_wall_s"] / p["episodes"])}
+    for path, doc in docs.values():
+        doc["cost_ratio_oracle_vs_proxy"] = ratio
+        write_json(path, doc)
+    return ratio
