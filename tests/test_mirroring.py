@@ -107,6 +107,16 @@ def test_mirror_check_cli_and_run_gate(tmp_path, capsys):
     # reuse the saved probes instead of re-running them
     assert main(["mirror-check", "--proxy", str(out / "probe_proxy.json"), "--target", str(out / "probe_target.json"),
                  "--out", str(tmp_path / "again"), "--items", "tasks"]) == 0
+    # or assemble probes from finished run directories
+    for seed in ("0", "1"):
+        assert main(["run", "--config", str(proxy), "--controller", "fixed:0.3", "--seed", seed,
+                     "--out", str(tmp_path / "pr" / seed), "data.sequence=seq1"]) == 0
+    assert main(["mirror-check", "--proxy", str(tmp_path / "pr"), "--target", str(out / "probe_target.json"),
+                 "--out", str(tmp_path / "from-runs"), "--items", "tasks"]) == 0
+    from_runs = json.loads((tmp_path / "from-runs" / "mirroring.json").read_text())
+    assert from_runs["pooled"] == doc["pooled"]  # same probes, same statistics
+    assert main(["mirror-check", "--proxy", str(tmp_path / "pr"), "--target", str(tmp_path / "pr" / "0"),
+                 "--out", str(tmp_path / "bad"), "--items", "tasks"]) == 0  # a single target seed: at best WARN
     # force a FAIL report for this target and check the gate in `run`
     reg = next((ctrl / "mirroring").glob("*.json"))
     reg.write_text(json.dumps({**doc, "verdict": "FAIL", "reason": "constructed failure"}))

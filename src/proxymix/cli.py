@@ -122,11 +122,13 @@ def cmd_mirror_check(args) -> int:
     import json
 
     from proxymix.io import write_json
-    from proxymix.mirroring import compare, model_key, register_report, run_probe, write_report
+    from proxymix.mirroring import compare, probe_from_run_dirs, register_report, run_probe, write_report
 
     out = Path(args.out)
 
     def probe(path: str, name: str, extra: list[str]) -> dict:
+        if Path(path).is_dir():
+            return probe_from_run_dirs(path)
         if path.endswith(".json"):
             if not Path(path).is_file():
                 raise ConfigError(f"probe file not found: {path}")
@@ -181,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("mirror-check", help="do proxy and target rank task vulnerability alike? PASS/WARN/FAIL")
-    m.add_argument("--proxy", required=True, help="proxy config YAML (probes are run) or a probe JSON to reuse")
-    m.add_argument("--target", required=True, help="target config YAML or probe JSON")
+    m.add_argument("--proxy", required=True, help="proxy config YAML (probes are run), a probe JSON, or a "
+                   "directory of finished probe runs to reuse")
+    m.add_argument("--target", required=True, help="target config YAML, probe JSON or run directory")
     m.add_argument("--out", required=True)
     m.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     m.add_argument("--sequences", nargs="+", default=["seq1"])

@@ -52,13 +52,39 @@ def run_probe(cfg: RunConfig, seeds: list[int], sequences: list[str], schedule: 
             c.seed, c.data.sequence, c.train.progress = seed, seq, progress
             t0 = time.perf_counter()
             res, run = run_continual(c, make_baseline(schedule))
-            runs.append({"sequence": seq, "seed": seed, "tasks": res.tasks, "L_full": res.L_full.tolist(),
+            runs.append({"sequence": "-".join(res.sequence), "seed": seed, "tasks": res.tasks, "L_full": res.L_full.tolist(),
                          "R_full": res.R_full.tolist(), "train_flops": res.counters["train_flops"],
                          "eval_flops": res.counters["eval_flops"], "wall_s": time.perf_counter() - t0})
     return {"schedule": schedule, "model_key": model_key(cfg), "model": to_dict(cfg.model),
             "n_params": run.n_params, "config": to_dict(cfg), "runs": runs,
             "cost": {"flops": sum(r["train_flops"] + r["eval_flops"] for r in runs),
                      "wall_s": sum(r["wall_s"] for r in runs)}}
+
+
+def probe_from_run_dirs(root: str | Path) -> dict:
+    """Assemble a probe document from finished run directories below `root` (their metrics.json and config.yaml),
+    so probes already run by `proxymix run` or `proxymix compare` are reused instead of recomputed."""
+    from proxymix.config import load_config
+
+    paths = sorted(Path(root).glob("**/metrics.json"))
+    if not paths:
+        raise ConfigError(f"{root}: no run directories (metrics.json) below it")
+    runs, cfgs, schedules = [], [], set()
+    for path in paths:
+        m = json.loads(path.read_text())
+        cfg = load_config(path.parent / "config.yaml")
+        cfgs.append(cfg)
+        schedules.add(m["controller"])
+        runs.append({"sequence": "-".join(m["sequence"]), "seed": m["seed"], "tasks": m["tasks"],
+                     "L_full": m["L_full"], "R_full": m["R_full"], "train_flops": m["flops"]["train"],
+                     "eval_flops": m["flops"]["eval"], "wall_s": m["wall_s"]})
+    keys = {model_key(c) for c in cfgs}
+    if len(keys) > 1 or len(schedules) > 1:
+        raise ConfigError(f"{root}: runs mix models or schedules ({sorted(schedules)}); point at one probe's runs")
+    return {"schedule": schedules.pop(), "model_key": keys.pop(), "model": to_dict(cfgs[0].model),
+            "n_params": json.loads(paths[0].read_text())["metrics"]["cost/n_params"], "config": to_dict(cfgs[0]),
+            "runs": runs, "cost": {"flops": sum(r["train_flops"] + r["eval_flops"] for r in runs),
+                                   "wall_s": sum(r["wall_s"] for r in runs)}}
 
 
 def vulnerabilities(run: dict, items: str) -> tuple[np.ndarray, list[str]]:
