@@ -28,7 +28,7 @@ from proxymix import metrics
 from proxymix.config import ConfigError, RunConfig
 from proxymix.controllers.base import CURRENT, REPLAY, SAFETY, Controller, Observation, apply_floor, check_weights
 from proxymix.data.suite import SAFETY as SAFETY_TASK
-from proxymix.data.suite import builtin_suite, resolve_sequence
+from proxymix.data.suite import builtin_suite, make_safety, resolve_sequence
 from proxymix.data.tasks import Task
 from proxymix.data.tokenize import Encoded, encode, load_tokenizer, suite_texts, train_bpe
 from proxymix.evaluation import mean_losses, score_task, token_loss
@@ -57,7 +57,7 @@ def load_tasks(cfg: RunConfig) -> tuple[dict[str, Task], list[str]]:
         if unknown:
             raise ConfigError(f"data.sequence: task(s) {unknown} not in data.tasks ({', '.join(suite)})")
         if cfg.data.safety:
-            suite = {SAFETY_TASK: builtin_suite(cfg.seed, 1, d.n_val, d.n_test)[SAFETY_TASK], **suite}
+            suite = {SAFETY_TASK: make_safety(cfg.seed, d.n_val, d.n_test), **suite}
     tasks = {SAFETY_TASK: suite[SAFETY_TASK]} if d.safety else {}
     tasks.update({name: suite[name] for name in sequence})
     return tasks, sequence

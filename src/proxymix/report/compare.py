@@ -81,7 +81,9 @@ def run_compare(config: str, overrides: list[str], methods: list[str], seeds: li
         ref = m.split(":", 1)[1]
         share = float(np.mean([r["replay_share"] for r in results if r["method"] == ref]))
         run_all(jobs_for(f"fixed:{share:.3f}", m))
-    write_text(out / "table.md", render_table(results, methods))
+    # every method run into this directory so far, this call's first
+    everything = list(dict.fromkeys(list(methods) + [r["method"] for r in results]))
+    write_text(out / "table.md", render_table(results, everything))
     return results
 
 

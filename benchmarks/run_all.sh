@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Every measurement in BENCHMARKS.md, in order. Each step resumes where it stopped (compare keeps finished runs,
+# train-controller resumes from its checkpoint). About 2.5 hours on 2 CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+P=.venv/bin/proxymix
+
+# 1. The default controller: PPO on the proxy (shipped in src/proxymix/assets/default_controller).
+$P train-controller --config configs/proxy-rl.yaml --out runs/controller-proxy
+
+# 2. Proxy scale, held-out evaluation sequence seq1 (contains the held-out domain `reverse`; never trained on).
+$P compare --config configs/quick.yaml --out runs/cmp-proxy --seeds 0 1 2 --workers 2 --methods \
+  no_replay fixed:0.1 fixed:0.2 fixed:0.3 fixed:0.5 uniform loss_prop exp3 \
+  runs/controller-proxy equal:runs/controller-proxy
+$P compare --config configs/quick.yaml --out runs/cmp-proxy --seeds 0 --workers 1 --methods multitask
+
+# 3. Transfer to the target (21x parameters): one seed per method (CPU budget), two for the fixed:0.3 probe.
+$P compare --config configs/target-quick.yaml --out runs/cmp-target --seeds 0 --workers 2 --threads 1 --methods \
+  no_replay fixed:0.3 uniform loss_prop exp3 runs/controller-proxy equal:runs/controller-proxy
+$P compare --config configs/target-quick.yaml --out runs/cmp-target --seeds 1 --workers 1 --methods fixed:0.3
+
+# 4. Forgetting mirroring: probes under fixed:0.3 (partial forgetting), seq1, seeds 0 and 1.
+$P compare --config configs/mirror/target-neox.yaml --out runs/probe-neox --seeds 0 1 --methods fixed:0.3
+$P compare --config configs/mirror/target-tokenizer.yaml --out runs/probe-tok --seeds 0 1 --methods fixed:0.3
+$P compare --config configs/mirror/proxy-too-small.yaml --out runs/probe-tiny --seeds 0 1 --methods fixed:0.3
+mkdir -p runs/probes
+for side in proxy:cmp-proxy target:cmp-target; do
+  name=${side%%:*}; src=${side##*:}
+  rm -rf runs/probes/$name && mkdir -p runs/probes/$name
+  cp -r runs/$src/runs/fixed-0.3-seq1-s* runs/probes/$name/
+done
+$P mirror-check --proxy runs/probes/proxy --target runs/probes/target --out runs/mirror-llama \
+  --controller runs/controller-proxy
+$P mirror-check --proxy runs/probes/proxy --target runs/probe-neox/runs --out runs/mirror-neox
+$P mirror-check --proxy runs/probes/proxy --target runs/probe-tok/runs --out runs/mirror-tok
+$P mirror-check --proxy runs/probe-tiny/runs --target runs/probes/target --out runs/mirror-tiny
+$P mirror-check --proxy runs/probes/proxy --target runs/probes/target --items accuracy --out runs/mirror-llama-acc
+
+# 5. Oracle Target RL: the same trainer on the target; its cost ratio to step 1 is recorded in both controllers.
+$P train-controller --config configs/target-rl.yaml --out runs/oracle --oracle \
+  --proxy-controller runs/controller-proxy rl.updates=1 rl.episodes_per_update=2
+
+# 6. Mirroring breaks (2): a probe that forgets everything (no replay): every accuracy drop is 100, all tasks tie.
+for side in proxy:cmp-proxy target:cmp-target; do
+  name=${side%%:*}; src=${side##*:}
+  rm -rf runs/probes/$name-nr && mkdir -p runs/probes/$name-nr
+  cp -r runs/$src/runs/no_replay-seq1-s* runs/probes/$name-nr/
+done
+$P mirror-check --proxy runs/probes/proxy-nr --target runs/probes/target-nr --items accuracy --out runs/mirror-noreplay
