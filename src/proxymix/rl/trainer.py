@@ -24,7 +24,7 @@ from proxymix.controllers.learned import LearnedController
 from proxymix.data.suite import SEQUENCES
 from proxymix.io import atomic_write, write_csv, write_json
 from proxymix.models import count_params
-from proxymix.rl.env import ProxyMixEnv
+from proxymix.rl.env import ProxyMixEnv, terminal_score
 from proxymix.rl.ppo import RolloutBuffer, SlotPolicy, compute_gae, ppo_update
 
 
@@ -80,7 +80,7 @@ def run_episode(job: dict) -> dict:
     res = info["result"]
     c = res.counters
     return {"steps": steps, "sequence": job["sequence"], "seed": job["seed"], "metrics": res.metrics,
-            "return": sum(s["reward"] for s in steps), "terminal": steps[-1]["reward"],
+            "return": sum(s["reward"] for s in steps), "terminal": terminal_score(res, cfg.rl),
             "train_flops": c["train_flops"], "eval_flops": c["eval_flops"], "wall_s": time.perf_counter() - t0,
             "n_params": res.metrics["cost/n_params"]}
 
@@ -252,9 +252,9 @@ def _write_curve(out: Path, history: list[dict]) -> None:
     x = [r["update"] for r in history]
     fig = Figure(figsize=(7, 3.2))
     ax = fig.add_subplot(121)
-    ax.plot(x, [r["terminal_mean"] for r in history], marker="o", label="terminal score (mean)")
+    ax.plot(x, [r["terminal_mean"] for r in history], marker="o", label="terminal score (mean, min-max band)")
     ax.fill_between(x, [r["terminal_min"] for r in history], [r["terminal_max"] for r in history], alpha=0.2)
-    ax.plot(x, [r["return_mean"] for r in history], marker=".", label="episode return")
+    ax.plot(x, [r["return_mean"] for r in history], marker=".", label="episode return (incl. shaping)")
     ax.set_xlabel("update")
     ax.legend(fontsize=7)
     ax2 = fig.add_subplot(122)
