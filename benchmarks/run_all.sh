@@ -9,15 +9,17 @@ P=.venv/bin/proxymix
 $P train-controller --config configs/proxy-rl.yaml --out runs/controller-proxy
 
 # 2. Proxy scale, held-out evaluation sequence seq1 (contains the held-out domain `reverse`; never trained on).
-$P compare --config configs/quick.yaml --out runs/cmp-proxy --seeds 0 1 2 --workers 2 --methods \
-  no_replay fixed:0.1 fixed:0.2 fixed:0.3 fixed:0.5 uniform loss_prop exp3 \
+$P compare --config configs/quick.yaml --out runs/cmp-proxy --seeds 0 1 2 --workers 1 --methods \
+  no_replay fixed:0.1 fixed:0.2 fixed:0.3 fixed:0.5 uniform loss_prop exp3
+$P compare --config configs/quick.yaml --out runs/cmp-proxy-ctrl --seeds 0 1 2 --workers 1 --methods \
   runs/controller-proxy equal:runs/controller-proxy
 $P compare --config configs/quick.yaml --out runs/cmp-proxy --seeds 0 --workers 1 --methods multitask
 
-# 3. Transfer to the target (21x parameters): one seed per method (CPU budget), two for the fixed:0.3 probe.
+# 3. Transfer to the target (21x parameters): one seed per method (CPU budget); a second fixed:0.3 seed for the
+#    mirroring probe.
 $P compare --config configs/target-quick.yaml --out runs/cmp-target --seeds 0 --workers 2 --threads 1 --methods \
   no_replay fixed:0.3 uniform loss_prop exp3 runs/controller-proxy equal:runs/controller-proxy
-$P compare --config configs/target-quick.yaml --out runs/cmp-target --seeds 1 --workers 1 --methods fixed:0.3
+$P compare --config configs/target-quick.yaml --out runs/probe-target-s1 --seeds 1 --workers 1 --methods fixed:0.3
 
 # 4. Forgetting mirroring: probes under fixed:0.3 (partial forgetting), seq1, seeds 0 and 1.
 $P compare --config configs/mirror/target-neox.yaml --out runs/probe-neox --seeds 0 1 --methods fixed:0.3
@@ -28,6 +30,7 @@ for side in proxy:cmp-proxy target:cmp-target; do
   name=${side%%:*}; src=${side##*:}
   rm -rf runs/probes/$name && mkdir -p runs/probes/$name
   cp -r runs/$src/runs/fixed-0.3-seq1-s* runs/probes/$name/
+  [ $name = target ] && cp -r runs/probe-target-s1/runs/fixed-0.3-seq1-s1 runs/probes/target/
 done
 $P mirror-check --proxy runs/probes/proxy --target runs/probes/target --out runs/mirror-llama \
   --controller runs/controller-proxy
