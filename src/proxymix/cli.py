@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from proxymix.config import ConfigError, RunConfig, load_config
+from proxymix.controllers import make_controller
 from proxymix.data.loaders import DataError
 
 
@@ -27,23 +28,6 @@ def _load(args, extra: list[str] = ()) -> RunConfig:
     return load_config(_config_path(args.config), overrides)
 
 
-def make_controller(name: str, cfg: RunConfig, out: Path | None = None, force: bool = False):
-    """A baseline by name or a trained controller from its directory (`default` = the shipped one)."""
-    from proxymix.controllers.baselines import make_baseline
-    from proxymix.controllers.learned import DEFAULT_CONTROLLER, load_controller
-
-    if name == "multitask":
-        return None
-    if name == "default":
-        return load_controller(DEFAULT_CONTROLLER)
-    if Path(name).is_dir():
-        return load_controller(name)
-    try:
-        return make_baseline(name)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def cmd_run(args) -> int:
     """Run one continual sequence with a controller and write the run directory."""
     from proxymix.engine import run_continual
@@ -51,7 +35,7 @@ def cmd_run(args) -> int:
 
     extra = [f"controller.name={args.controller}"] if args.controller else []
     cfg = _load(args, extra)
-    controller = make_controller(cfg.controller.name, cfg)
+    controller = make_controller(cfg.controller.name)
     notes = []
     if hasattr(controller, "policy"):
         from proxymix.controllers.learned import DEFAULT_CONTROLLER

@@ -24,14 +24,14 @@ def _job(job: dict) -> dict:
     """One run (top level, plain data in and out, for a spawn pool)."""
     import torch
 
-    from proxymix.cli import make_controller
+    from proxymix.controllers import make_controller
     from proxymix.engine import run_continual
     from proxymix.report.run_report import metrics_payload, write_run
 
     torch.set_num_threads(job["threads"])
     cfg = load_config(job["config"], job["overrides"] + [f"seed={job['seed']}", f"data.sequence={job['sequence']}",
                                                          "train.progress=false"])
-    ctrl = make_controller(job["method"], cfg)
+    ctrl = make_controller(job["method"])
     res, _ = run_continual(cfg, ctrl, multitask=ctrl is None)
     out = Path(job["out"])
     write_run(out, res, cfg)
