@@ -20,11 +20,13 @@ def test_vulnerabilities_by_hand():
     L = [[9, 9, 9, 9], [1, 4, 4, 4], [1, 1.0, 4, 4], [1, 2.0, 1.0, 4], [1, 3.0, 1.5, 1.0]]
     R = [[0] * 4, [100, 0, 0, 0], [100, 90, 0, 0], [100, 60, 80, 0], [100, 30, 70, 95]]
     vec, labels = vulnerabilities(_run(L, R), "pairs")
-    # a<-b: (L[2,a] - L[1,a]) / L[1,a] = (2 - 1) / 1 = 1; a<-c: (3 - 2) / 1 = 1; b<-c: (1.5 - 1) / 1 = 0.5
-    np.testing.assert_allclose(vec, [1.0, 1.0, 0.5])
+    # a<-b: log(L[2,a] / L[1,a]) = log(2 / 1); a<-c: log(3 / 2); b<-c: log(1.5 / 1)
+    np.testing.assert_allclose(vec, np.log([2.0, 1.5, 1.5]))
     assert labels == ["a<-b", "a<-c", "b<-c"]
     tasks, names = vulnerabilities(_run(L, R), "tasks")
-    np.testing.assert_allclose(tasks, [2.0, 0.5]) and names == ["a", "b"]
+    # a: log(L[3,a] / L[1,a]) = log(3); b: log(L[3,b] / L[2,b]) = log(1.5)
+    np.testing.assert_allclose(tasks, np.log([3.0, 1.5]))
+    assert names == ["a", "b"]
     acc, _ = vulnerabilities(_run(L, R), "accuracy")
     np.testing.assert_allclose(acc, [60.0, 10.0])
 
@@ -36,8 +38,10 @@ def _probe(vulns_by_seed, key="k"):
         T = len(v) + 1
         L = np.ones((T + 1, T))
         for i, x in enumerate(v):
-            L[T, i] = 1.0 + x
-        runs.append({"tasks": [f"t{k}" for k in range(T)], "L_full": L.tolist(), "R_full": np.zeros((T + 1, T)).tolist(),
+            L[T, i] = np.exp(x)  # 'tasks' vulnerability = log(L[T, i] / L[i+1, i]) = x
+        R = np.zeros((T + 1, T))
+        R[np.arange(1, T + 1), np.arange(T)] = 100.0  # every task learned on its own phase
+        runs.append({"tasks": [f"t{k}" for k in range(T)], "L_full": L.tolist(), "R_full": R.tolist(),
                      "sequence": "seq1", "seed": seed})
     return {"runs": runs, "model_key": key, "model": {}, "n_params": 1, "schedule": "fixed:0.3",
             "cost": {"flops": 0, "wall_s": 0}}
@@ -54,6 +58,16 @@ def test_compare_pass_and_fail():
     assert res["verdict"] == "FAIL" and res["pooled"]["spearman"] < 0
     tied = _probe([np.zeros(8)] * 3)
     assert "tie" in compare(proxy, tied, items="tasks", n_boot=50)["reason"]
+
+
+def test_compare_fails_when_a_side_did_not_learn_a_task():
+    base = np.arange(8, dtype=float)
+    proxy, target = _probe([base, base + 0.1]), _probe([base, base + 0.2])
+    for run in proxy["runs"]:
+        run["R_full"][3][2] = 20.0  # t2 reached only 20 points right after its phase
+    res = compare(proxy, target, items="tasks", n_boot=50)
+    assert res["verdict"] == "FAIL" and "proxy did not learn t2 (20)" in res["reason"]
+    assert res["not_learned"] == {"proxy": {"t2": 20.0}, "target": {}}
 
 
 def test_gate_decisions(tmp_path):

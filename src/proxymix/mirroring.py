@@ -5,9 +5,12 @@ replay every earlier task is forgotten completely by small from-scratch models, 
 correlation is an artifact) and records the validation-loss matrix L[t, i] and the score matrix R[t, i].
 
 Items whose ranks are compared:
-- `pairs` (default): damage to earlier task i caused by training later task j, the relative loss rise
-  (L[j+1, i] - L[j, i]) / L[i+1, i], one item per (sequence, i, j) with j > i: many more items than tasks.
-- `tasks`: total relative loss rise of task i from right after it was trained to the end, L[T, i] / L[i+1, i] - 1.
+- `pairs` (default): damage to earlier task i caused by training later task j, the log loss ratio
+  log(L[j+1, i] / L[j, i]), one item per (sequence, i, j) with j > i: many more items than tasks.
+- `tasks`: total loss rise of task i from right after it was trained to the end, log(L[T, i] / L[i+1, i]).
+
+Log ratios, not differences over the post-training loss: a well-learned task's loss is near 0, and dividing by
+it turns measurement noise into huge, unstable "vulnerabilities" (seen in the first measurements).
 - `accuracy`: accuracy drop of task i from right after training to the end, R[i+1, i] - R[T, i].
 
 Statistics (`mirroring_stats`): Spearman and Kendall on seed means with bootstrap CIs over seeds, per sequence and
@@ -100,11 +103,11 @@ def vulnerabilities(run: dict, items: str) -> tuple[np.ndarray, list[str]]:
         D = np.full((T, T), np.nan)
         for i in range(T):
             for j in range(i + 1, T):
-                D[i, j] = (L[j + 1, i] - L[j, i]) / max(L[i + 1, i], 1e-6)
+                D[i, j] = np.log(max(L[j + 1, i], 1e-6) / max(L[j, i], 1e-6))
         vec, labels = ms.pair_items(D)
         return vec, [f"{names[i]}<-{names[j]}" for i, j in labels]
     if items == "tasks":
-        return np.array([L[T, i] / max(L[i + 1, i], 1e-6) - 1.0 for i in range(T - 1)]), names[:-1]
+        return np.array([np.log(max(L[T, i], 1e-6) / max(L[i + 1, i], 1e-6)) for i in range(T - 1)]), names[:-1]
     if items == "accuracy":
         return np.array([R[i + 1, i] - R[T, i] for i in range(T - 1)]), names[:-1]
     raise ConfigError(f"mirroring items must be one of {ITEMS}, got {items!r}")
@@ -119,9 +122,24 @@ def _matrix(probe: dict, sequence: str, items: str) -> tuple[np.ndarray, list[st
     return np.array(rows), labels
 
 
+def unlearned(probe: dict, min_learned: float) -> dict[str, float]:
+    """Tasks whose mean score right after their own phase (R[t, t]) is below `min_learned` points."""
+    diag: dict[str, list[float]] = {}
+    for run in probe["runs"]:
+        R = np.asarray(run["R_full"])
+        for j, name in enumerate(run["tasks"]):
+            diag.setdefault(name, []).append(R[j + 1, j])
+    return {name: float(np.mean(v)) for name, v in diag.items() if np.mean(v) < min_learned}
+
+
 def compare(proxy: dict, target: dict, items: str = "pairs", thresholds: ms.Thresholds = ms.Thresholds(),
-            n_boot: int = 1000, seed: int = 0) -> dict:
-    """Per-sequence and pooled agreement, noise floors, verdict (PASS/WARN/FAIL with a reason)."""
+            n_boot: int = 1000, seed: int = 0, min_learned: float = 50.0) -> dict:
+    """Per-sequence and pooled agreement, noise floors, verdict (PASS/WARN/FAIL with a reason).
+
+    Besides the rank statistics, the gate FAILs when either side did not learn a task on its own phase (mean
+    R[t, t] below `min_learned`): forgetting what was never learned is not vulnerability, so the ranks of such a
+    model say nothing about how the other one forgets (the "proxy too small" breakdown).
+    """
     seqs = [s for s in dict.fromkeys(r["sequence"] for r in proxy["runs"])
             if any(r["sequence"] == s for r in target["runs"])]
     if not seqs:
@@ -150,7 +168,15 @@ def compare(proxy: dict, target: dict, items: str = "pairs", thresholds: ms.Thre
     floors = [f for f in (floor_p, floor_t) if f is not None]
     noise_floor = min(floors) if floors else None
     verdict, reason = ms.verdict(pooled, thresholds, noise_floor=noise_floor)
+    not_learned = {"proxy": unlearned(proxy, min_learned), "target": unlearned(target, min_learned)}
+    for side, tasks in not_learned.items():
+        if tasks:
+            listed = ", ".join(f"{t} ({v:.0f})" for t, v in tasks.items())
+            verdict, reason = "FAIL", (f"the {side} did not learn {listed} on its own phase (below {min_learned:.0f}); "
+                                       "its vulnerabilities are not comparable")
+            break
     return {
+        "not_learned": not_learned, "min_learned": min_learned,
         "verdict": verdict, "reason": reason, "items": items, "pooled": pooled,
         "noise_floor": {"proxy": floor_p, "target": floor_t},
         "per_sequence": per_seq, "thresholds": to_dict(thresholds),
