@@ -155,7 +155,7 @@ def compare(proxy: dict, target: dict, items: str = "pairs", thresholds: ms.Thre
         per_seq[s] = st
         pooled_p.append(P)
         pooled_t.append(Tm)
-        labels += [f"{s}:{x}" for x in lp]
+        labels += [f"{s}:{x}" if len(seqs) > 1 else x for x in lp]
         floors_p.append(st["noise_floor_proxy"])
         floors_t.append(st["noise_floor_target"])
     # pool items across sequences; seeds must line up within each side

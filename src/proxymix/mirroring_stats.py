@@ -388,7 +388,7 @@ def plot_ranks(
     rx = sps.rankdata(-x) if x.size else x
     ry = sps.rankdata(-y) if y.size else y
 
-    fig = Figure(figsize=(5.0, 5.0))
+    fig = Figure(figsize=(7.0, 6.0))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     n = max(int(x.size), 1)
@@ -416,7 +416,7 @@ def plot_ranks(
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=120)
+            fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):
