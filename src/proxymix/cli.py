@@ -42,7 +42,7 @@ def cmd_run(args) -> int:
         from proxymix.mirroring import gate
 
         ctrl_dir = DEFAULT_CONTROLLER if cfg.controller.name == "default" else cfg.controller.name
-        status, note = gate(ctrl_dir, cfg, args.force)
+        _, note = gate(ctrl_dir, cfg, args.force)
         print(f"proxymix: {note}", file=sys.stderr)
         notes.append(note)
         meta = controller.meta
