@@ -21,6 +21,13 @@ class ConfigError(ValueError):
     """A bad configuration value or key; the CLI prints it as one line and exits 2."""
 
 
+def _require_positive(section: object, name: str, keys: tuple[str, ...]) -> None:
+    """Raise a ConfigError naming `name.key` for the first of `keys` below 1."""
+    for key in keys:
+        if getattr(section, key) < 1:
+            raise ConfigError(f"{name}.{key} must be >= 1, got {getattr(section, key)}")
+
+
 @dataclass
 class DataConfig:
     suite: str = "builtin"
@@ -49,9 +56,7 @@ class DataConfig:
             raise ConfigError(f"data.suite must be 'builtin' or 'files', got {self.suite!r}")
         if self.suite == "files" and not self.tasks:
             raise ConfigError("data.tasks must name at least one file when data.suite is 'files'")
-        for key in ("n_train", "n_val", "n_test", "max_length", "vocab_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        _require_positive(self, "data", ("n_train", "n_val", "n_test", "max_length", "vocab_size"))
 
 
 @dataclass
@@ -107,9 +112,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
-        for key in ("steps_per_task", "batch_size", "decision_interval", "val_examples"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        _require_positive(self, "train", ("steps_per_task", "batch_size", "decision_interval", "val_examples"))
         if self.safety_steps < 0:
             raise ConfigError(f"train.safety_steps must be >= 0, got {self.safety_steps}")
         if self.lr <= 0:
@@ -191,9 +194,8 @@ class RLConfig:
             raise ConfigError(f"rl.train_domains and rl.heldout_domains overlap: {sorted(overlap)}")
         if self.tasks_per_episode > len(self.train_domains):
             raise ConfigError(f"rl.tasks_per_episode ({self.tasks_per_episode}) exceeds rl.train_domains")
-        for key in ("updates", "episodes_per_update", "workers", "epochs", "minibatch_size", "tasks_per_episode"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"rl.{key} must be >= 1, got {getattr(self, key)}")
+        _require_positive(self, "rl", ("updates", "episodes_per_update", "workers", "epochs", "minibatch_size",
+                                       "tasks_per_episode"))
 
 
 @dataclass
