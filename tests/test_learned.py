@@ -115,6 +115,30 @@ def test_episodes_never_use_heldout_domains_or_eval_sequences(tiny_cfg):
     assert sample_episodes(cfg, 3) == sample_episodes(cfg, 3)
 
 
+def test_grouped_episodes_share_scenario_not_noise(tiny_cfg):
+    eps = sample_episodes(tiny_cfg("rl.episodes_per_update=6", "rl.group_size=3"), 2)
+    assert [ep["group"] for ep in eps] == [0, 0, 0, 1, 1, 1]
+    for g in (eps[:3], eps[3:]):
+        assert len({(tuple(ep["sequence"]), ep["seed"]) for ep in g}) == 1
+        assert len({ep["noise_seed"] for ep in g}) == 3
+    assert eps[0]["seed"] != eps[3]["seed"]
+    with pytest.raises(ConfigError, match="rl.episodes_per_update .5. must be a multiple of rl.group_size .2."):
+        tiny_cfg("rl.episodes_per_update=5", "rl.group_size=2")
+
+
+def test_grouped_training_records_where_the_score_varies(tiny_cfg, tmp_path):
+    from proxymix.rl.trainer import train_controller
+
+    cfg = tiny_cfg("rl.updates=1", "rl.episodes_per_update=4", "rl.group_size=2", "rl.tasks_per_episode=1",
+                   "rl.pool=serial", "rl.train_domains=[max]", "rl.minibatch_size=4", "rl.init_log_std=1.0",
+                   "rl.lambda_loss=1")
+    row = train_controller(cfg, tmp_path / "c", progress=False).meta["history"][0]
+    # two scenarios of two episodes: both spreads are measured (noise seeds differ, so members differ)
+    assert row["terminal_std_within"] is not None and row["terminal_std_between"] is not None
+    assert row["terminal_std_within"] > 0.0 and row["terminal_std_between"] > 0.0
+    assert np.isfinite(row["rl/pg_loss"])
+
+
 def test_short_train_controller_improves_its_training_reward(tiny_cfg, tmp_path):
     """PPO on tiny proxy runs: the reward is the safety task's val-loss change over a one-domain episode, which
     more safety replay improves; common random numbers (one episode seed) leave the policy's choices as the

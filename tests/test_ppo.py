@@ -12,6 +12,7 @@ from proxymix.rl.ppo import (
     RolloutBuffer,
     SlotPolicy,
     compute_gae,
+    group_advantages,
     load_policy,
     masked_softmax,
     ppo_loss,
@@ -158,6 +159,15 @@ def test_gae_lambda_one_is_monte_carlo_return() -> None:
 
 
 # --- PPO loss --------------------------------------------------------------------------------------------------
+
+
+def test_group_advantages_are_relative_to_each_group() -> None:
+    adv = group_advantages([1.0, 3.0, 10.0, 10.0, 0.0, 4.0], [0, 0, 1, 1, 2, 2], [2, 1, 1, 1, 1, 3])
+    # group 0: returns 1, 3 -> -1, +1 (population std 1); group 1: equal returns -> 0; group 2: 0, 4 -> -1, +1
+    expected = [-1.0, -1.0, 1.0, 0.0, 0.0, -1.0, 1.0, 1.0, 1.0]
+    np.testing.assert_allclose(adv.numpy(), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="group 7 has one episode"):
+        group_advantages([1.0, 2.0, 3.0], [0, 0, 7], [1, 1, 1])
 
 
 def test_ppo_loss_clipped_gradient_is_zero() -> None:

@@ -163,6 +163,12 @@ class RLConfig:
     episode_seeds: int = 0
     """If > 0, cycle through only this many episode seeds (common random numbers: less reward variance from
     data and init, more from the policy's own choices). 0 = a fresh seed for every episode."""
+    group_size: int = 1
+    """Episodes per scenario. > 1: each update runs episodes_per_update / group_size scenarios (task order and
+    seed), each group_size times with different exploration noise, and the policy gradient uses group-relative
+    advantages (an episode's return minus its group's mean, over the group's std; GRPO, Shao et al. 2024,
+    arXiv 2402.03300) instead of GAE: within a group, task order and seed cancel and what differs is the policy's
+    own choices. 1 = independent episodes with GAE."""
     hidden: int = 32
     lr: float = 3e-3
     epochs: int = 4
@@ -195,7 +201,10 @@ class RLConfig:
         if self.tasks_per_episode > len(self.train_domains):
             raise ConfigError(f"rl.tasks_per_episode ({self.tasks_per_episode}) exceeds rl.train_domains")
         _require_positive(self, "rl", ("updates", "episodes_per_update", "workers", "epochs", "minibatch_size",
-                                       "tasks_per_episode"))
+                                       "tasks_per_episode", "group_size"))
+        if self.episodes_per_update % self.group_size:
+            raise ConfigError(f"rl.episodes_per_update ({self.episodes_per_update}) must be a multiple of "
+                              f"rl.group_size ({self.group_size})")
 
 
 @dataclass

@@ -29,6 +29,7 @@ __all__ = [
     "SlotPolicy",
     "masked_softmax",
     "compute_gae",
+    "group_advantages",
     "ppo_loss",
     "RolloutBuffer",
     "ppo_update",
@@ -257,6 +258,36 @@ def compute_gae(
         next_value = v[t]
     dtype = torch.get_default_dtype()
     return torch.from_numpy(adv).to(dtype), torch.from_numpy(adv + v).to(dtype)
+
+
+def group_advantages(
+    returns: Sequence[float], groups: Sequence[int], lengths: Sequence[int], eps: float = 1e-8
+) -> torch.Tensor:
+    """Group-relative advantages (GRPO, Shao et al. 2024, arXiv 2402.03300), one value per episode step.
+
+    Episodes of one group share their scenario (task order, seed); each episode's advantage is
+    ``(R_e - mean_g R) / (std_g R + eps)`` over its group, given to every step of the episode. A group whose
+    returns are all equal contributes zero advantage.
+
+    Args:
+        returns: [E] episode returns.
+        groups: [E] group id of each episode.
+        lengths: [E] number of steps of each episode (the rollout is the episodes concatenated in this order).
+        eps: Added to the group std.
+
+    Returns:
+        Float tensor [sum(lengths)].
+    """
+    r, g = np.asarray(returns, dtype=np.float64), np.asarray(groups)
+    if not (r.shape == g.shape == (len(lengths),)):
+        raise ValueError(f"returns, groups, lengths must have equal length: {r.shape}, {g.shape}, {len(lengths)}")
+    adv = np.zeros_like(r)
+    for gid in np.unique(g):
+        members = g == gid
+        if members.sum() < 2:
+            raise ValueError(f"group {gid} has one episode; group-relative advantages need two or more")
+        adv[members] = (r[members] - r[members].mean()) / (r[members].std() + eps)
+    return torch.from_numpy(np.repeat(adv, np.asarray(lengths, dtype=np.int64))).to(torch.get_default_dtype())
 
 
 # ---------------------------------------------------------------------------------------------------------------

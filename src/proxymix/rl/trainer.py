@@ -25,30 +25,36 @@ from proxymix.data.suite import SEQUENCES
 from proxymix.io import atomic_write, write_csv, write_json
 from proxymix.models import count_params
 from proxymix.rl.env import ProxyMixEnv, terminal_score
-from proxymix.rl.ppo import RolloutBuffer, SlotPolicy, compute_gae, ppo_update
+from proxymix.rl.ppo import RolloutBuffer, SlotPolicy, compute_gae, group_advantages, ppo_update
 
 
 def sample_episodes(cfg: RunConfig, update: int) -> list[dict]:
     """The episodes of one update: random ordered subsets of the training domains, fresh seeds.
 
     Deterministic in (cfg.seed, update). Never a held-out domain, never a standard evaluation sequence (or a
-    prefix of one), never an evaluation seed.
+    prefix of one), never an evaluation seed. With `rl.group_size` > 1, each scenario (sequence, seed) is repeated
+    in a group whose members differ only in their exploration noise (`noise_seed`).
     """
     rl = cfg.rl
     rng = np.random.default_rng([cfg.seed, update, 17])
     forbidden = {tuple(s[: rl.tasks_per_episode]) for s in SEQUENCES.values()}
+    n_scenarios = rl.episodes_per_update // rl.group_size
     out = []
-    for k in range(rl.episodes_per_update):
+    for k in range(n_scenarios):
         for _ in range(1000):
             seq = [str(t) for t in rng.permutation(rl.train_domains)[: rl.tasks_per_episode]]
             if tuple(seq) not in forbidden:
                 break
         else:
             raise ConfigError("rl.train_domains: every episode drawn is a standard evaluation sequence; add domains")
-        index = update * rl.episodes_per_update + k
+        index = update * n_scenarios + k
         if rl.episode_seeds > 0:
             index %= rl.episode_seeds
-        out.append({"sequence": seq, "seed": rl.episode_seed_offset + index})
+        seed = rl.episode_seed_offset + index
+        for member in range(rl.group_size):
+            # member 0 draws its noise from the episode seed itself; the others from distinct streams
+            out.append({"sequence": seq, "seed": seed, "group": k,
+                        "noise_seed": seed if member == 0 else 10_000_019 * member + seed})
     return out
 
 
@@ -58,7 +64,7 @@ def run_episode(job: dict) -> dict:
     cfg: RunConfig = job["cfg"]
     policy = SlotPolicy(len(SLOT_FEATURES), len(GLOBAL_FEATURES), cfg.rl.hidden)
     policy.load_state_dict({k: torch.from_numpy(v) for k, v in job["policy"].items()})
-    gen = torch.Generator().manual_seed(int(job["seed"]))
+    gen = torch.Generator().manual_seed(int(job.get("noise_seed", job["seed"])))
     env = ProxyMixEnv(cfg)
     t0 = time.perf_counter()
     obs, info = env.reset(options={"sequence": job["sequence"], "seed": job["seed"]})
@@ -79,7 +85,8 @@ def run_episode(job: dict) -> dict:
             break
     res = info["result"]
     c = res.counters
-    return {"steps": steps, "sequence": job["sequence"], "seed": job["seed"], "metrics": res.metrics,
+    return {"steps": steps, "sequence": job["sequence"], "seed": job["seed"], "group": job.get("group", 0),
+            "metrics": res.metrics,
             "return": sum(s["reward"] for s in steps), "terminal": terminal_score(res, cfg.rl),
             "train_flops": c["train_flops"], "eval_flops": c["eval_flops"], "wall_s": time.perf_counter() - t0,
             "n_params": res.metrics["cost/n_params"]}
@@ -183,6 +190,9 @@ def train_controller(cfg: RunConfig, out: str | Path, oracle: bool = False, comm
                     buffer.add(torch.from_numpy(s["feats"]), torch.from_numpy(s["glob"]), torch.from_numpy(s["mask"]),
                                torch.from_numpy(s["z"]), s["log_prob"], s["value"], s["reward"], s["done"])
             adv, ret = compute_gae(buffer.rewards, buffer.values, buffer.dones, 0.0, rl.gamma, rl.gae_lambda)
+            if rl.group_size > 1:  # the critic still learns the returns; the policy uses the group baseline
+                adv = group_advantages([e["return"] for e in episodes], [e["group"] for e in episodes],
+                                       [len(e["steps"]) for e in episodes])
             t1 = time.perf_counter()
             stats = ppo_update(policy, optimizer, buffer, adv, ret, rl.epochs, rl.minibatch_size, rl.clip_coef,
                                rl.vf_coef, rl.ent_coef, rl.max_grad_norm,
@@ -205,6 +215,7 @@ def train_controller(cfg: RunConfig, out: str | Path, oracle: bool = False, comm
                    "forgetting": float(np.mean([e["metrics"]["cl/forgetting"] for e in episodes])),
                    "safety": float(np.mean([e["metrics"].get("safety/score", 0.0) for e in episodes])),
                    "replay_share": float(np.mean([s["replay_share"] for e in episodes for s in e["steps"]])),
+                   **_spread(episodes),
                    "log_std": float(policy.log_std.detach()), "rollout_s": rollout_s, "update_s": update_s,
                    **{f"rl/{k}": v for k, v in stats.items()}}
             state["history"].append(row)
@@ -229,6 +240,17 @@ def train_controller(cfg: RunConfig, out: str | Path, oracle: bool = False, comm
                 e["eval_flops"], f"{e['wall_s']:.3f}"] for e in state["ledger"]])
     atomic_write(out / "config.yaml", lambda f: f.write(dump_config(cfg)))
     return ctrl
+
+
+def _spread(episodes: list[dict]) -> dict:
+    """Where the terminal score varies: within groups (the policy's choices) vs between scenarios (order, seed)."""
+    terms = np.array([e["terminal"] for e in episodes])
+    groups = np.array([e["group"] for e in episodes])
+    ids = np.unique(groups)
+    within = [terms[groups == g].std(ddof=1) for g in ids if (groups == g).sum() > 1]
+    means = [terms[groups == g].mean() for g in ids]
+    return {"terminal_std_within": float(np.sqrt(np.mean(np.square(within)))) if within else None,
+            "terminal_std_between": float(np.std(means, ddof=1)) if len(means) > 1 else None}
 
 
 def ledger_summary(ledger: list[dict]) -> dict:
