@@ -51,3 +51,31 @@ def test_compare_with_equal_budget(tmp_path, capsys):
     # resuming keeps finished runs and runs nothing new
     assert main(args) == 0
     assert len(json.loads((out / "results.json").read_text())) == 6
+
+
+def test_doremi_weights_transfer_as_static_weights(tmp_path, capsys):
+    tiny = [o for o in TINY if not o.startswith("seed")]
+    proxy, target = tmp_path / "doremi", tmp_path / "static"
+    assert main(["run", "--config", "configs/quick.yaml", "--controller", "doremi:0.4", "--out", str(proxy),
+                 *tiny]) == 0
+    assert main(["run", "--config", "configs/quick.yaml", "--controller", f"static:{proxy}", "--out", str(target),
+                 *tiny, "--seed", "3"]) == 0
+
+    def rows(run):
+        return list(csv.DictReader((run / "mixture.csv").open()))
+
+    cols = [c for c in rows(proxy)[0] if c.startswith("w:")]
+    for task in ("sort", "capital", "max"):
+        src = [r for r in rows(proxy) if r["task"] == task]
+        dst = [r for r in rows(target) if r["task"] == task]
+        assert sum(float(r["w:current"]) for r in src) / len(src) == pytest.approx(0.6, abs=1e-5)
+        for c in cols:  # every decision of the phase replays the phase mean of the doremi run
+            mean = sum(float(r[c]) for r in src) / len(src)
+            assert all(float(r[c]) == pytest.approx(mean, abs=1e-5) for r in dst), (task, c)
+    # another sequence has buffers the recorded run never had: one line, exit 2, no run directory
+    capsys.readouterr()
+    assert main(["run", "--config", "configs/quick.yaml", "--controller", f"static:{proxy}", "--out",
+                 str(tmp_path / "bad"), *tiny, "data.sequence=[sort, code, max]"]) == 2
+    err = capsys.readouterr().err
+    assert "no recorded weight for slot" in err and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()
