@@ -146,8 +146,10 @@ def cmd_compare(args) -> int:
     from proxymix.report.compare import run_compare
 
     config = _config_path(args.config)
-    load_config(config, args.overrides)  # validate before spawning workers
-    run_compare(str(config), args.overrides, args.methods, args.seeds, args.sequences, args.out, args.workers,
+    cfg = load_config(config, args.overrides)  # validate before spawning workers
+    seq = cfg.data.sequence
+    sequences = args.sequences or [seq if isinstance(seq, str) else "[" + ", ".join(seq) + "]"]
+    run_compare(str(config), args.overrides, args.methods, args.seeds, sequences, args.out, args.workers,
                 args.threads)
     print((Path(args.out) / "table.md").read_text())
     return 0
@@ -196,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--methods", nargs="+", required=True,
                    help="controller names or directories; equal:<method> = fixed ratio at <method>'s replay share")
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    c.add_argument("--sequences", nargs="+", default=["seq1"])
+    c.add_argument("--sequences", nargs="+", default=None,
+                   help="standard sequence names (default: the config's data.sequence)")
     c.add_argument("--workers", type=int, default=2)
     c.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     c.add_argument("overrides", nargs="*")

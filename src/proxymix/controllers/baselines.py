@@ -156,7 +156,7 @@ class DoReMi:
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"doremi replay ratio must be in [0, 1], got {ratio}")
         self.ratio, self.eta, self.smoothing = ratio, eta, smoothing
-        self.name = f"doremi:{ratio:g}"
+        self.name = f"doremi:{ratio:g}:{eta:g}"
         self.reset()
 
     def reset(self) -> None:
@@ -225,7 +225,7 @@ class StaticWeights(Stateless):
         return w / w.sum()
 
 
-BASELINES = ("no_replay", "fixed:R", "uniform", "loss_prop[:R]", "exp3", "doremi[:R]", "static:<run dir>",
+BASELINES = ("no_replay", "fixed:R", "uniform", "loss_prop[:R]", "exp3", "doremi[:R[:ETA]]", "static:<run dir>",
              "multitask")
 
 
@@ -244,7 +244,7 @@ def make_baseline(name: str):
         if head == "exp3":
             return Exp3(float(arg)) if arg else Exp3()
         if head == "doremi":
-            return DoReMi(float(arg)) if arg else DoReMi()
+            return DoReMi(*(float(a) for a in arg.split(":")[:2])) if arg else DoReMi()
         if head == "static" and arg:
             return StaticWeights(arg)
     except ValueError as exc:
