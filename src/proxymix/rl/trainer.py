@@ -280,9 +280,14 @@ def _write_curve(out: Path, history: list[dict]) -> None:
     ax.set_xlabel("update")
     ax.legend(fontsize=7)
     ax2 = fig.add_subplot(122)
-    ax2.plot(x, [r["replay_share"] for r in history], marker="o", color="C2")
+    ax2.plot(x, [r["replay_share"] for r in history], marker="o", color="C2", label="mean replay share")
+    for key, label, color in (("terminal_std_within", "score std within groups", "C3"),
+                              ("terminal_std_between", "score std between scenarios", "C4")):
+        ys = [r.get(key) for r in history]
+        if any(y is not None for y in ys):
+            ax2.plot(x, [float("nan") if y is None else y for y in ys], marker=".", color=color, label=label)
     ax2.set_xlabel("update")
-    ax2.set_ylabel("mean replay share")
+    ax2.legend(fontsize=7)
     FigureCanvasAgg(fig)
     fig.tight_layout()
     atomic_write(out / "learning_curve.png", lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")
