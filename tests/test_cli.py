@@ -79,3 +79,15 @@ def test_doremi_weights_transfer_as_static_weights(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no recorded weight for slot" in err and err.count("\n") == 1
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("methods, msg", [
+    (["fixed:0.3", "data.sequence=[sort, max]"], "looks like a config override; put overrides before --methods"),
+    (["fixed:0.3", "equal:fixd:0.3"], "unknown controller 'fixd:0.3'"),
+])
+def test_compare_checks_methods_before_running(tmp_path, capsys, methods, msg):
+    assert main(["compare", "--config", "configs/quick.yaml", "--out", str(tmp_path / "c"), "--methods",
+                 *methods]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1
+    assert not (tmp_path / "c").exists()

@@ -147,6 +147,10 @@ def cmd_compare(args) -> int:
 
     config = _config_path(args.config)
     cfg = load_config(config, args.overrides)  # validate before spawning workers
+    for m in args.methods:
+        if "=" in m:
+            raise ConfigError(f"--methods: {m!r} looks like a config override; put overrides before --methods")
+        make_controller(m.removeprefix("equal:"))
     seq = cfg.data.sequence
     sequences = args.sequences or [seq if isinstance(seq, str) else "[" + ", ".join(seq) + "]"]
     run_compare(str(config), args.overrides, args.methods, args.seeds, sequences, args.out, args.workers,
