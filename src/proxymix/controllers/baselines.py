@@ -145,11 +145,14 @@ class DoReMi:
     """Group-DRO reweighting of the replay buffers, as DoReMi does for pretraining domains (Xie et al. 2023,
     arXiv 2305.10429), with replay share `ratio` and the rest on the current task.
 
-    DoReMi's excess loss is the proxy's loss minus a reference model's; here the reference of a buffer is the
-    model right after its task was learned, so the excess is max(L_i / L_ref_i - 1, 0) (scale-free). At every
+    DoReMi's excess loss is the proxy's loss minus a reference model's, in nats per token; here the reference of
+    a buffer is the model right after its task was learned, so the excess is max(L_i - L_ref_i, 0). At every
     decision: log alpha_i += eta * excess_i, alpha = softmax(log alpha) over the available buffers, smoothed to
     (1 - c) alpha + c / K. A buffer that appears starts at the mean log-weight of the others. The run's per-phase
     mean weights are DoReMi's static output: `static:<run dir>` replays them on another model.
+
+    The excess is a difference, not a ratio, as in DoReMi: a ratio to a reference loss near 0 (a task learned
+    perfectly) is unbounded and hands all replay to one buffer within a decision.
     """
 
     def __init__(self, ratio: float = 0.3, eta: float = 1.0, smoothing: float = 0.05):
@@ -166,7 +169,7 @@ class DoReMi:
         replay = _replay_mask(obs)
         if not replay.any():
             return _current_onehot(obs)
-        excess = np.maximum(obs.loss / np.maximum(np.asarray(obs.ref_loss), 1e-6) - 1.0, 0.0)
+        excess = np.maximum(obs.loss - np.asarray(obs.ref_loss), 0.0)
         known = [self.log_alpha[s] for s, r in zip(obs.slots, replay) if r and s in self.log_alpha]
         start = float(np.mean(known)) if known else 0.0
         for slot, r, e in zip(obs.slots, replay, excess):
