@@ -32,6 +32,9 @@ $P compare --config configs/target-quick.yaml --out runs/cmp-target --seeds 0 1 
   equal:runs/controller-grouped
 $P compare --config configs/target-quick.yaml --out runs/cmp-target-s0 --seeds 0 --workers 1 --methods \
   no_replay loss_prop doremi:0.3:0.03
+#    The transferred controller with a current-task floor (and its equal budget).
+$P compare --config configs/target-quick.yaml --out runs/cmp-target-floor --seeds 0 1 2 --workers 2 --threads 1 \
+  controller.current_floor=0.5 --methods runs/controller-grouped equal:runs/controller-grouped
 
 # 4. Forgetting mirroring: probes under fixed:0.3 (partial forgetting), seq1, seeds 0 and 1.
 $P compare --config configs/mirror/target-neox.yaml --out runs/probe-neox --seeds 0 1 --methods fixed:0.3
