@@ -14,8 +14,8 @@ def random_obs(rng, n_replay=3, masked=(2,)):
     return Observation(tuple(slots), kinds, mask, hist, tuple(h[0] for h in hist), float(rng.random()), 3)
 
 
-@pytest.mark.parametrize("name", ["no_replay", "fixed:0.1", "fixed:0.5", "uniform", "loss_prop", "loss_prop:0.2", "exp3",
-                                  "doremi", "doremi:0.5", "doremi:0.3:0.1"])
+@pytest.mark.parametrize("name", ["no_replay", "fixed:0.1", "fixed:0.5", "uniform", "loss_prop", "loss_prop:0.2",
+                                  "exp3", "doremi", "doremi:0.5", "doremi:0.3:0.1"])
 def test_weights_are_probabilities_with_exact_zero_on_masked(name):
     rng = np.random.default_rng(0)
     ctrl = make_baseline(name)

@@ -217,11 +217,12 @@ class StaticWeights(Stateless):
     def act(self, obs: Observation) -> np.ndarray:
         k = obs.n_seen - 1
         if k >= len(self.table):
-            raise ConfigError(f"static:{self.source}: recorded {len(self.table)} phases, this run reached phase {k + 1}")
+            raise ConfigError(f"static:{self.source}: recorded {len(self.table)} phases, this run reached "
+                              f"phase {k + 1}")
         missing = [s for s in obs.slots if s not in self.table[k]]
         if missing:
             raise ConfigError(f"static:{self.source}: no recorded weight for slot(s) {missing}; it must be a run "
-                             f"of the same task sequence")
+                              f"of the same task sequence")
         w = np.array([self.table[k][s] if m else 0.0 for s, m in zip(obs.slots, obs.mask)])
         if w.sum() <= 0:
             return _current_onehot(obs)

@@ -64,7 +64,7 @@ def run_episode(job: dict) -> dict:
     cfg: RunConfig = job["cfg"]
     policy = SlotPolicy(len(SLOT_FEATURES), len(GLOBAL_FEATURES), cfg.rl.hidden)
     policy.load_state_dict({k: torch.from_numpy(v) for k, v in job["policy"].items()})
-    gen = torch.Generator().manual_seed(int(job.get("noise_seed", job["seed"])))
+    gen = torch.Generator().manual_seed(int(job["noise_seed"]))
     env = ProxyMixEnv(cfg)
     t0 = time.perf_counter()
     obs, info = env.reset(options={"sequence": job["sequence"], "seed": job["seed"]})
@@ -85,7 +85,7 @@ def run_episode(job: dict) -> dict:
             break
     res = info["result"]
     c = res.counters
-    return {"steps": steps, "sequence": job["sequence"], "seed": job["seed"], "group": job.get("group", 0),
+    return {"steps": steps, "sequence": job["sequence"], "seed": job["seed"], "group": job["group"],
             "metrics": res.metrics,
             "return": sum(s["reward"] for s in steps), "terminal": terminal_score(res, cfg.rl),
             "train_flops": c["train_flops"], "eval_flops": c["eval_flops"], "wall_s": time.perf_counter() - t0,
