@@ -25,6 +25,8 @@ def test_bad_type_and_value(tmp_path):
         load_config(None, ["train.batch_size=abc"])
     with pytest.raises(ConfigError, match="must be divisible"):
         load_config(None, ["model.hidden=30", "model.n_heads=4"])
+    with pytest.raises(ConfigError, match="train.sampler_streams"):
+        load_config(None, ["train.sampler_streams=per_task"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  lr: [1\n")
     with pytest.raises(ConfigError, match=r"bad.yaml line \d+: invalid YAML"):

@@ -28,9 +28,10 @@ def test_tiny_end_to_end(tiny_cfg):
     assert res.metrics["cost/train_flops"] == 6 * run.n_params * res.counters["train_tokens"]
 
 
-def test_same_seed_same_run(tiny_cfg):
-    a, _ = run_continual(tiny_cfg(), make_baseline("exp3"))
-    b, _ = run_continual(tiny_cfg(), make_baseline("exp3"))
+@pytest.mark.parametrize("streams", ["shared", "per_slot"])
+def test_same_seed_same_run(tiny_cfg, streams):
+    a, _ = run_continual(tiny_cfg(f"train.sampler_streams={streams}"), make_baseline("exp3"))
+    b, _ = run_continual(tiny_cfg(f"train.sampler_streams={streams}"), make_baseline("exp3"))
     np.testing.assert_array_equal(a.R_full, b.R_full)
     np.testing.assert_array_equal(a.L_full, b.L_full)
     assert a.mixture == b.mixture

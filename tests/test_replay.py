@@ -49,6 +49,50 @@ def test_sampler_composition_follows_weights_exactly():
     assert s.sample([0.5, 0.5], [a, b]) == first
 
 
+def _stream_of(sampler, weights_per_step, sources, keys, slot):
+    """Every example slot `slot` contributed, in order, over a run of batches."""
+    out = []
+    for w in weights_per_step:
+        counts = largest_remainder(w, sampler.batch_size)
+        batch = sampler.sample(w, sources, keys)
+        out += batch[sum(counts[:slot]):sum(counts[:slot + 1])]
+    return out
+
+
+def test_per_slot_streams_do_not_depend_on_the_other_slots_weights():
+    a = [Encoded((1, k), 1) for k in range(50)]
+    b = [Encoded((2, k), 1) for k in range(50)]
+    keys = ["train:a", "replay:b"]
+    lo = [[0.9, 0.1]] * 20   # slot 0 draws 9 per batch
+    hi = [[0.6, 0.4]] * 30   # slot 0 draws 6 per batch: 180 in all, as many as lo's
+    s_lo = _stream_of(MixtureSampler(10, seed=3, streams="per_slot"), lo, [a, b], keys, 0)
+    s_hi = _stream_of(MixtureSampler(10, seed=3, streams="per_slot"), hi, [a, b], keys, 0)
+    assert len(s_lo) == len(s_hi) == 180 and s_lo == s_hi
+    # with one shared stream, slot 1's draws shift slot 0's
+    sh_lo = _stream_of(MixtureSampler(10, seed=3), lo, [a, b], keys, 0)
+    sh_hi = _stream_of(MixtureSampler(10, seed=3), hi, [a, b], keys, 0)
+    assert sh_lo != sh_hi
+    # and a different seed gives a different stream
+    assert _stream_of(MixtureSampler(10, seed=4, streams="per_slot"), lo, [a, b], keys, 0) != s_lo
+
+
+def test_per_slot_sampler_state_round_trip():
+    a = [Encoded((1, k), 1) for k in range(50)]
+    buf = ReservoirBuffer(8)
+    buf.add([Encoded((2, k), 1) for k in range(20)], np.random.default_rng(0))
+    s = MixtureSampler(10, seed=0, streams="per_slot")
+    s.sample([0.5, 0.5], [a, buf], ["train:a", "replay:b"])
+    state = s.state_dict()
+    first = s.sample([0.3, 0.7], [a, buf], ["train:a", "replay:b"])
+    fresh = MixtureSampler(10, seed=0, streams="per_slot")
+    fresh.load_state_dict(state)
+    assert fresh.sample([0.3, 0.7], [a, buf], ["train:a", "replay:b"]) == first
+    with pytest.raises(ValueError, match="key"):
+        s.sample([1.0], [a])
+    with pytest.raises(ValueError, match="streams"):
+        MixtureSampler(10, seed=0, streams="per_task")
+
+
 def test_microbatches_partition_and_cut_padding():
     lengths = [10] * 16 + [40] * 16
     groups = plan_microbatches(lengths, overhead_tokens=32)

@@ -108,8 +108,15 @@ class TrainConfig:
     """CPU threads for torch (0 = torch's default). Tiny models run faster on 1 thread, and parallel RL workers
     should each use 1 so they do not oversubscribe the cores."""
     progress: bool = True
+    sampler_streams: str = "shared"
+    """'shared': one random stream draws every slot's examples. 'per_slot': each source (task split, replay
+    buffer, safety buffer) has its own stream, so runs that differ only in their mixtures draw the same examples in
+    the same order (common random numbers; see `replay.MixtureSampler`). The RL configs use it to compare the
+    episodes of one scenario with less noise."""
 
     def __post_init__(self) -> None:
+        if self.sampler_streams not in ("shared", "per_slot"):
+            raise ConfigError(f"train.sampler_streams must be shared or per_slot, got {self.sampler_streams!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
         _require_positive(self, "train", ("steps_per_task", "batch_size", "decision_interval", "val_examples"))

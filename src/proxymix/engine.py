@@ -134,7 +134,7 @@ class ContinualRun:
         self.n_params = count_params(self.model)
         self.n_trainable = count_params(self.model, trainable_only=True)
 
-        self.sampler = MixtureSampler(cfg.train.batch_size, seed=cfg.seed)
+        self.sampler = MixtureSampler(cfg.train.batch_size, seed=cfg.seed, streams=cfg.train.sampler_streams)
         self.buffer_rng = np.random.default_rng([cfg.seed, 1])
         self.buffers: dict[str, ReservoirBuffer] = {}
         self.counters = {"train_tokens": 0, "padded_tokens": 0, "eval_tokens": 0, "train_flops": 0.0,
@@ -165,7 +165,7 @@ class ContinualRun:
                     obs = self._observe(slots, sources, histories, step / steps)
                     weights = yield obs
                     self._record(step, name, slots, weights, obs)
-                self._train_step(weights, [sources[s] for s in slots])
+                self._train_step(weights, [sources[s] for s in slots], [self._stream_key(name, s) for s in slots])
             if name in self.tasks and self.cfg.replay.buffer_size + self.cfg.replay.safety_buffer_size > 0:
                 cap = self.cfg.replay.safety_buffer_size if name == SAFETY_TASK else self.cfg.replay.buffer_size
                 buf = self.buffers.setdefault(name, ReservoirBuffer(cap))
@@ -253,9 +253,16 @@ class ContinualRun:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
         self.optimizer, self.scheduler = self.accelerator.prepare(opt, sched)
 
-    def _train_step(self, weights: np.ndarray, sources: list) -> float:
+    @staticmethod
+    def _stream_key(phase_name: str, slot: str) -> str:
+        """The sampler stream of a source: a task's training split, a replay buffer, or the safety buffer."""
+        if slot == CURRENT:
+            return f"train:{phase_name}"
+        return slot if ":" in slot or slot == SAFETY else f"train:{slot}"  # multitask slots are task names
+
+    def _train_step(self, weights: np.ndarray, sources: list, keys: list[str]) -> float:
         t0 = time.perf_counter()
-        examples = self.sampler.sample(weights, sources)
+        examples = self.sampler.sample(weights, sources, keys)
         n_target = sum(e.n_target for e in examples)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0

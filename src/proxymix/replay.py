@@ -6,6 +6,7 @@ examples and saves their `state_dict()`.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -73,30 +74,64 @@ def largest_remainder(weights: Sequence[float], total: int) -> list[int]:
 
 
 class MixtureSampler:
-    """Draws a batch whose composition over slots follows the current weights exactly (largest remainder)."""
+    """Draws a batch whose composition over slots follows the current weights exactly (largest remainder).
 
-    def __init__(self, batch_size: int, seed: int):
+    `streams="shared"` draws every slot from one generator, so changing one slot's count shifts every later draw
+    of every slot. `streams="per_slot"` gives each source its own generator (seeded from the run seed and the
+    source's key), so a slot's sequence of examples does not depend on how much the other slots are weighted:
+    two runs that differ only in their mixtures see the same examples in the same order, just in other amounts.
+    These are common random numbers: comparing schedules (or RL episodes of one scenario) then measures the
+    schedules, not which examples each happened to draw. Each batch is a uniform draw from each source either way.
+    """
+
+    STREAMS = ("shared", "per_slot")
+
+    def __init__(self, batch_size: int, seed: int, streams: str = "shared"):
+        if streams not in self.STREAMS:
+            raise ValueError(f"streams must be one of {self.STREAMS}, got {streams!r}")
         self.batch_size = batch_size
+        self.seed = seed
+        self.streams = streams
         self.rng = np.random.default_rng(seed)
+        self.slot_rngs: dict[str, np.random.Generator] = {}
 
-    def sample(self, weights: Sequence[float], sources: Sequence[Buffer | Sequence[Encoded]]) -> list[Encoded]:
-        """`sources[k]` is a buffer or a list of examples; slot k contributes round(weights[k] * batch) items."""
+    def _rng(self, key: str | None) -> np.random.Generator:
+        if self.streams == "shared":
+            return self.rng
+        if key is None:
+            raise ValueError("per_slot streams need a key for every source")
+        if key not in self.slot_rngs:
+            self.slot_rngs[key] = np.random.default_rng([self.seed, 2, zlib.crc32(key.encode())])
+        return self.slot_rngs[key]
+
+    def sample(self, weights: Sequence[float], sources: Sequence[Buffer | Sequence[Encoded]],
+               keys: Sequence[str] | None = None) -> list[Encoded]:
+        """`sources[k]` is a buffer or a list of examples; slot k contributes round(weights[k] * batch) items.
+
+        `keys[k]` names source k's stream (needed for per_slot streams, ignored for shared)."""
         out: list[Encoded] = []
-        for n, src in zip(largest_remainder(weights, self.batch_size), sources):
+        keys = list(keys) if keys is not None else [None] * len(sources)
+        for n, src, key in zip(largest_remainder(weights, self.batch_size), sources, keys):
             if n == 0:
                 continue
+            rng = self._rng(key)
             if hasattr(src, "sample"):
-                out.extend(src.sample(n, self.rng))
+                out.extend(src.sample(n, rng))
             else:
-                out.extend(src[k] for k in self.rng.integers(len(src), size=n))
+                out.extend(src[k] for k in rng.integers(len(src), size=n))
         return out
 
     def state_dict(self) -> dict:
-        return {"batch_size": self.batch_size, "rng": self.rng.bit_generator.state}
+        return {"batch_size": self.batch_size, "streams": self.streams, "rng": self.rng.bit_generator.state,
+                "slot_rngs": {k: g.bit_generator.state for k, g in self.slot_rngs.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.batch_size = state["batch_size"]
+        self.streams = state.get("streams", "shared")
         self.rng.bit_generator.state = state["rng"]
+        self.slot_rngs = {}
+        for key, bits in state.get("slot_rngs", {}).items():
+            self._rng(key).bit_generator.state = bits
 
 
 def plan_microbatches(lengths: Sequence[int], overhead_tokens: int) -> list[list[int]]:
