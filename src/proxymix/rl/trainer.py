@@ -144,11 +144,13 @@ def _load_checkpoint(ckpt: Path, policy, optimizer) -> dict:
 
 def _resumable(cfg: dict | None) -> dict | None:
     """The config a checkpoint must match to resume: everything except the number of updates (extending a
-    finished run is a resume too)."""
+    finished run is a resume too) and how episodes are spread over processes (each episode is a function of its
+    job alone, and the pool returns them in order)."""
     if cfg is None:
         return None
     cfg = copy.deepcopy(cfg)
-    cfg["rl"].pop("updates", None)
+    for key in ("updates", "workers", "pool"):
+        cfg["rl"].pop(key, None)
     cfg["train"].pop("progress", None)
     return cfg
 
