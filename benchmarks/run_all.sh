@@ -24,6 +24,9 @@ $P compare --config configs/quick.yaml --out runs/cmp-proxy-doremi --seeds 0 1 2
 #    How chaotic is one run? Near-identical fixed ratios, one seed.
 $P compare --config configs/quick.yaml --out runs/chaos --seeds 0 --workers 1 --methods \
   fixed:0.28 fixed:0.29 fixed:0.31 fixed:0.32
+#    ... and with per-slot sampler streams (common random numbers across schedules).
+$P compare --config configs/quick.yaml --out runs/chaos-crn --seeds 0 --workers 2 --threads 1 \
+  train.sampler_streams=per_slot --methods fixed:0.28 fixed:0.29 fixed:0.30 fixed:0.31
 
 # 3. Transfer to the target (21x parameters), three seeds; DoReMi-style static weights come from the proxy's
 #    seed-0 doremi run. The fixed:0.3 runs are also the target's mirroring probes.
