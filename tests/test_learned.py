@@ -169,6 +169,11 @@ def test_train_controller_resumes_from_last_update(tiny_cfg, tmp_path):
     train_controller(tiny_cfg("rl.updates=1", *common), tmp_path / "b", progress=False)
     with pytest.raises(ConfigError, match="different config"):
         train_controller(tiny_cfg("rl.updates=2", *common, "rl.lr=0.5"), tmp_path / "b", progress=False)
+    # a checkpoint written before a config key existed resumes with that key at its default
+    state_path = tmp_path / "b" / "checkpoint" / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    del state["config"]["train"]["sampler_streams"]
+    state_path.write_text(json.dumps(state))
     # the same config asking for more updates resumes after the last completed one (on any number of workers)
     resumed = train_controller(tiny_cfg("rl.updates=2", "rl.workers=4", *common), tmp_path / "b", progress=False)
     assert [h["return_mean"] for h in resumed.meta["history"]] == [h["return_mean"] for h in full.meta["history"]]

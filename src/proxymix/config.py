@@ -329,5 +329,11 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         raise ConfigError(f"{prefix}{exc}") from None
 
 
+def from_dict(raw: dict[str, Any]) -> RunConfig:
+    """A validated RunConfig from a plain mapping (e.g. one saved by an earlier version: keys added since get
+    their defaults)."""
+    return _build(RunConfig, raw, "")
+
+
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from proxymix.config import ConfigError, RunConfig, dump_config, to_dict
+from proxymix.config import ConfigError, RunConfig, dump_config, from_dict, to_dict
 from proxymix.controllers.features import GLOBAL_FEATURES, SLOT_FEATURES
 from proxymix.controllers.learned import LearnedController
 from proxymix.data.suite import SEQUENCES
@@ -148,7 +148,10 @@ def _resumable(cfg: dict | None) -> dict | None:
     job alone, and the pool returns them in order)."""
     if cfg is None:
         return None
-    cfg = copy.deepcopy(cfg)
+    try:  # keys added to the config schema since the checkpoint was made take their defaults
+        cfg = to_dict(from_dict(cfg))
+    except ConfigError:
+        return cfg  # a checkpoint config this version cannot read never matches
     for key in ("updates", "workers", "pool"):
         cfg["rl"].pop(key, None)
     cfg["train"].pop("progress", None)
