@@ -33,7 +33,7 @@ $P compare --config configs/quick.yaml --out runs/chaos-crn --seeds 0 --workers 
 $P compare --config configs/target-quick.yaml --out runs/cmp-target --seeds 0 1 2 --workers 2 --threads 1 --methods \
   fixed:0.3 fixed:0.5 uniform exp3 runs/controller-grouped static:runs/cmp-proxy-doremi/runs/doremi-0.3-0.03-seq1-s0 \
   equal:runs/controller-grouped
-$P compare --config configs/target-quick.yaml --out runs/cmp-target-s0 --seeds 0 --workers 1 --methods \
+$P compare --config configs/target-quick.yaml --out runs/cmp-target --seeds 0 1 2 --workers 2 --threads 1 --methods \
   no_replay loss_prop doremi:0.3:0.03
 #    The transferred controller with a current-task floor (and its equal budget).
 $P compare --config configs/target-quick.yaml --out runs/cmp-target-floor --seeds 0 1 2 --workers 2 --threads 1 \
