@@ -57,8 +57,11 @@ $P mirror-check --proxy runs/probe-tiny/runs --target runs/probes/target --out r
 $P mirror-check --proxy runs/probes/proxy --target runs/probes/target --items accuracy --out runs/mirror-llama-acc
 
 # 5. Oracle Target RL: the same trainer on the target; its cost ratio to step 1 is recorded in both controllers.
+#    Given the proxy controller's FLOP budget (6 target episodes), then evaluated like every other method.
 $P train-controller --config configs/target-rl.yaml --out runs/oracle --oracle \
-  --proxy-controller runs/controller-grouped rl.updates=1 rl.episodes_per_update=2
+  --proxy-controller runs/controller-grouped rl.updates=3 rl.episodes_per_update=2 rl.workers=2
+$P compare --config configs/target-quick.yaml --out runs/cmp-target --seeds 0 1 2 --workers 2 --threads 1 --methods \
+  runs/oracle equal:runs/oracle
 
 # 6. Mirroring breaks (2): a probe that forgets everything (no replay): every accuracy drop is 100, all tasks tie.
 for side in proxy:cmp-proxy target:cmp-target; do
