@@ -255,10 +255,9 @@ class ContinualRun:
 
     @staticmethod
     def _stream_key(phase_name: str, slot: str) -> str:
-        """The sampler stream of a source: a task's training split, a replay buffer, or the safety buffer."""
-        if slot == CURRENT:
-            return f"train:{phase_name}"
-        return slot if ":" in slot or slot == SAFETY else f"train:{slot}"  # multitask slots are task names
+        """The sampler stream of a source: the current task's training split, or the slot itself (a buffer, or a
+        task's training split in a multitask run, where slots are task names)."""
+        return f"train:{phase_name}" if slot == CURRENT else slot
 
     def _train_step(self, weights: np.ndarray, sources: list, keys: list[str]) -> float:
         t0 = time.perf_counter()
