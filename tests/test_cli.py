@@ -1,7 +1,9 @@
 import csv
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import TINY
 from proxymix.cli import main
@@ -46,6 +48,8 @@ def test_compare_with_equal_budget(tmp_path, capsys):
     assert len(results) == 6
     equal = [r for r in results if r["method"] == "equal:fixed:0.4"]
     assert all(r["replay_share"] == pytest.approx(0.4, abs=1e-3) for r in equal)
+    for r in equal:  # each run directory records the controller it ran, not the config file's
+        assert yaml.safe_load((Path(r["dir"]) / "config.yaml").read_text())["controller"]["name"] == "fixed:0.400"
     table = (out / "table.md").read_text()
     assert "| no_replay | 2 |" in table and "equal:fixed:0.4" in table
     # resuming keeps finished runs and runs nothing new

@@ -31,6 +31,7 @@ def _job(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     cfg = load_config(job["config"], job["overrides"] + [f"seed={job['seed']}", f"data.sequence={job['sequence']}",
                                                          "train.progress=false"])
+    cfg.controller.name = job["method"]  # so the run's config.yaml names the controller it actually ran
     ctrl = make_controller(job["method"])
     res, _ = run_continual(cfg, ctrl, multitask=ctrl is None)
     out = Path(job["out"])
