@@ -28,6 +28,12 @@ $P compare --config configs/quick.yaml --out runs/chaos --seeds 0 --workers 1 --
 $P compare --config configs/quick.yaml --out runs/chaos-crn --seeds 0 --workers 2 --threads 1 \
   train.sampler_streams=per_slot --methods fixed:0.28 fixed:0.29 fixed:0.30 fixed:0.31
 
+#    v2 continued to 160 episodes (v3, not shipped), evaluated like v2.
+rm -rf runs/controller-grouped-160 && cp -r runs/controller-grouped runs/controller-grouped-160
+$P train-controller --config configs/proxy-rl-grouped.yaml --out runs/controller-grouped-160 rl.updates=20
+$P compare --config configs/quick.yaml --out runs/cmp-proxy-grouped --seeds 0 1 2 --workers 2 --threads 1 --methods \
+  runs/controller-grouped-160 equal:runs/controller-grouped-160
+
 # 3. Transfer to the target (21x parameters), three seeds; DoReMi-style static weights come from the proxy's
 #    seed-0 doremi run. The fixed:0.3 runs are also the target's mirroring probes.
 $P compare --config configs/target-quick.yaml --out runs/cmp-target --seeds 0 1 2 --workers 2 --threads 1 --methods \
@@ -35,6 +41,8 @@ $P compare --config configs/target-quick.yaml --out runs/cmp-target --seeds 0 1 
   equal:runs/controller-grouped
 $P compare --config configs/target-quick.yaml --out runs/cmp-target --seeds 0 1 2 --workers 2 --threads 1 --methods \
   no_replay loss_prop doremi:0.3:0.03
+$P compare --config configs/target-quick.yaml --out runs/cmp-target --seeds 0 1 2 --workers 2 --threads 1 --methods \
+  runs/controller-grouped-160 equal:runs/controller-grouped-160
 #    The transferred controller with a current-task floor (and its equal budget).
 $P compare --config configs/target-quick.yaml --out runs/cmp-target-floor --seeds 0 1 2 --workers 2 --threads 1 \
   controller.current_floor=0.5 --methods runs/controller-grouped equal:runs/controller-grouped
