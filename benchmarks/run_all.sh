@@ -29,7 +29,7 @@ $P compare --config configs/quick.yaml --out runs/chaos-crn --seeds 0 --workers 
   train.sampler_streams=per_slot --methods fixed:0.28 fixed:0.29 fixed:0.30 fixed:0.31
 
 #    v2 continued to 160 episodes (v3, not shipped), evaluated like v2.
-rm -rf runs/controller-grouped-160 && cp -r runs/controller-grouped runs/controller-grouped-160
+[ -d runs/controller-grouped-160 ] || cp -r runs/controller-grouped runs/controller-grouped-160
 $P train-controller --config configs/proxy-rl-grouped.yaml --out runs/controller-grouped-160 rl.updates=20
 $P compare --config configs/quick.yaml --out runs/cmp-proxy-grouped --seeds 0 1 2 --workers 2 --threads 1 --methods \
   runs/controller-grouped-160 equal:runs/controller-grouped-160
