@@ -48,8 +48,8 @@ $P compare --config configs/target-quick.yaml --out runs/cmp-target-floor --seed
   controller.current_floor=0.5 --methods runs/controller-grouped equal:runs/controller-grouped
 
 # 4. Forgetting mirroring: probes under fixed:0.3 (partial forgetting), seq1, seeds 0 and 1.
-$P compare --config configs/mirror/target-neox.yaml --out runs/probe-neox --seeds 0 1 --methods fixed:0.3
-$P compare --config configs/mirror/target-tokenizer.yaml --out runs/probe-tok --seeds 0 1 --methods fixed:0.3
+$P compare --config configs/mirror/target-neox.yaml --out runs/probe-neox --seeds 0 1 2 --workers 2 --threads 1 --methods fixed:0.3
+$P compare --config configs/mirror/target-tokenizer.yaml --out runs/probe-tok --seeds 0 1 2 --workers 2 --threads 1 --methods fixed:0.3
 $P compare --config configs/mirror/proxy-too-small.yaml --out runs/probe-tiny --seeds 0 1 --methods fixed:0.3
 mkdir -p runs/probes
 for side in proxy:cmp-proxy target:cmp-target; do
@@ -59,8 +59,8 @@ for side in proxy:cmp-proxy target:cmp-target; do
 done
 $P mirror-check --proxy runs/probes/proxy --target runs/probes/target --out runs/mirror-llama \
   --controller runs/controller-grouped
-$P mirror-check --proxy runs/probes/proxy --target runs/probe-neox/runs --out runs/mirror-neox
-$P mirror-check --proxy runs/probes/proxy --target runs/probe-tok/runs --out runs/mirror-tok
+$P mirror-check --proxy runs/probes/proxy --target runs/probe-neox/runs --out runs/mirror-neox --controller runs/controller-grouped
+$P mirror-check --proxy runs/probes/proxy --target runs/probe-tok/runs --out runs/mirror-tok --controller runs/controller-grouped
 $P mirror-check --proxy runs/probe-tiny/runs --target runs/probes/target --out runs/mirror-tiny
 $P mirror-check --proxy runs/probes/proxy --target runs/probes/target --items accuracy --out runs/mirror-llama-acc
 
