@@ -83,6 +83,10 @@ class ModelConfig:
             raise ConfigError(f"model.hidden ({self.hidden}) must be divisible by model.n_heads ({self.n_heads})")
 
 
+SAMPLER_STREAMS = ("shared", "per_slot")
+"""How `replay.MixtureSampler` draws examples: one random stream for every slot, or one per source."""
+
+
 @dataclass
 class TrainConfig:
     steps_per_task: int = 150
@@ -115,8 +119,8 @@ class TrainConfig:
     not make runs less sensitive to their schedule (BENCHMARKS.md), so the shipped configs keep 'shared'."""
 
     def __post_init__(self) -> None:
-        if self.sampler_streams not in ("shared", "per_slot"):
-            raise ConfigError(f"train.sampler_streams must be shared or per_slot, got {self.sampler_streams!r}")
+        if self.sampler_streams not in SAMPLER_STREAMS:
+            raise ConfigError(f"train.sampler_streams must be one of {SAMPLER_STREAMS}, got {self.sampler_streams!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
         _require_positive(self, "train", ("steps_per_task", "batch_size", "decision_interval", "val_examples"))

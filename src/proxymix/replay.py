@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from proxymix.config import SAMPLER_STREAMS
 from proxymix.data.tokenize import Encoded
 
 
@@ -84,11 +85,9 @@ class MixtureSampler:
     schedules, not which examples each happened to draw. Each batch is a uniform draw from each source either way.
     """
 
-    STREAMS = ("shared", "per_slot")
-
     def __init__(self, batch_size: int, seed: int, streams: str = "shared"):
-        if streams not in self.STREAMS:
-            raise ValueError(f"streams must be one of {self.STREAMS}, got {streams!r}")
+        if streams not in SAMPLER_STREAMS:
+            raise ValueError(f"streams must be one of {SAMPLER_STREAMS}, got {streams!r}")
         self.batch_size = batch_size
         self.seed = seed
         self.streams = streams

@@ -151,7 +151,7 @@ def _resumable(cfg: dict | None) -> dict | None:
     try:  # keys added to the config schema since the checkpoint was made take their defaults
         cfg = to_dict(from_dict(cfg))
     except ConfigError:
-        return cfg  # a checkpoint config this version cannot read never matches
+        return {"unreadable": cfg}  # a checkpoint config this version cannot read never matches
     for key in ("updates", "workers", "pool"):
         cfg["rl"].pop(key, None)
     cfg["train"].pop("progress", None)
